@@ -1,0 +1,5 @@
+"""holoprot: Holographic-(V)AE embeddings of protein residue microenvironments."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
