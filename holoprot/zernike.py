@@ -1,0 +1,416 @@
+"""Projection of atomic neighbourhoods onto 3D Zernike functions ("zernikegrams").
+
+For an atom at x (Å, relative to the neighbourhood centre), r = |x|, ρ = min(r, rcut) / rcut and
+x̂ = x / r, the basis functions are
+
+    Z_nlm(x) = R_nl(ρ) · Y_lm(x̂),      0 ≤ l ≤ lmax,  l ≤ n ≤ nmax,  n − l even,
+
+    R_nl(ρ) = (−1)^k √(2n+3) binom(k+l, k) ρ^l ₂F₁(−k, (n+l+3)/2; l+3/2; ρ²),  k = (n − l)/2,
+
+and Y_lm are e3nn's real spherical harmonics with 'component' normalisation (Σ_m Y_lm² = 2l + 1,
+component order of l = 1 is (x, y, z), polar axis y).
+
+Reference compatibility (Holographic-(V)AE, `shared/reference/SPEC.md` §3): the radial constant
+is binom(k + l, k), the reference's floor-division binomial, rather than the orthonormal
+binom(k + l + ½, k). The basis is therefore orthogonal but not normalised on ∫₀¹ R R' ρ² dρ. We
+keep it on purpose: pretrained weights and the input-normalising constant are tied to it. The
+radial part is evaluated in float64 (the degree-20 polynomials cancel badly in float32), like
+the reference, and only then cast to the output dtype.
+
+With 'square' normalisation each atom contributes Z(x) / ‖Z(x)‖², ‖Z‖² summed over all
+single-channel basis functions (427 at lmax 6, nmax 20); with None atoms are summed as they are.
+Atoms are grouped into element channels (C, N, O, S by default) by their full element symbol:
+unlike the reference, which truncates elements to one character (Fe → F, Se → S, Ca²⁺ → C), a
+selenium or calcium atom never enters the S or C channel (SPEC pitfall 3).
+
+Flat layout of the output, as the reference's: l-major → channel → n ascending → m, i.e.
+index(l, c, n, m) = O_l + (c · K_l + (n − l)/2) · (2l + 1) + (m + l), with K_l the number of n for l
+and O_l the offset of degree l (1708 floats at the defaults). As e3nn irreps:
+44x0e+40x1e+40x2e+36x3e+36x4e+32x5e+32x6e.
+
+Rotation: projecting R·x gives D(R)·f, with D = e3nn `wigner_D(l, *matrix_to_angles(R))` per degree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from math import comb, sqrt
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from e3nn import o3
+
+if TYPE_CHECKING:
+    from holoprot.neighborhoods import Neighborhoods
+
+
+DEFAULT_CHANNELS: tuple[str, ...] = ("C", "N", "O", "S")
+
+#: Number of atoms projected per chunk: bounds memory at about 2 kB per atom (float32).
+_CHUNK_ATOMS = 16384
+
+
+def _pochhammer(a: float, j: int) -> float:
+    out = 1.0
+    for i in range(j):
+        out *= a + i
+    return out
+
+
+def radial_polynomial_coefficients(n: int, l: int) -> np.ndarray:
+    """Coefficients c_p of R_nl(ρ) = Σ_p c_p ρ^p, p = 0 … n; float64, shape (n + 1,).
+
+    ₂F₁(−k, b; c; ρ²) terminates after k + 1 terms: Σ_j (−k)_j (b)_j / ((c)_j j!) ρ^{2j}.
+    """
+    if n < l or (n - l) % 2:
+        raise ValueError(f"no Zernike radial function for n={n}, l={l}")
+    k = (n - l) // 2
+    b, c = (n + l + 3) / 2, l + 1.5
+    front = (-1) ** k * sqrt(2 * n + 3) * comb(k + l, k)
+    coeffs = np.zeros(n + 1)
+    for j in range(k + 1):
+        term = _pochhammer(-k, j) * _pochhammer(b, j) / (_pochhammer(c, j) * _pochhammer(1.0, j))
+        coeffs[l + 2 * j] = front * term
+    return coeffs
+
+
+def _monomial_exponents(lmax: int) -> np.ndarray:
+    """Exponents (a, b, c) of the monomials x^a y^b z^c of degree 0…lmax, in the order
+    `_monomials` builds them: degree d = x·(degree d−1), y·(its x-free tail), z^d."""
+    degrees = [[(0, 0, 0)]]
+    for d in range(1, lmax + 1):
+        prev = degrees[-1]
+        x_part = [(a + 1, b, c) for a, b, c in prev]
+        y_part = [(a, b + 1, c) for a, b, c in prev[-d:]]
+        degrees.append(x_part + y_part + [(0, 0, d)])
+    return np.array([e for deg in degrees for e in deg])
+
+
+def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
+    """All monomials of degree ≤ lmax of the rows of u: (A, 3) → (A, n_monomials), in the
+    order of `_monomial_exponents`."""
+    x, y, z = u[:, 0:1], u[:, 1:2], u[:, 2:3]
+    degrees = [torch.ones_like(x)]
+    zd = torch.ones_like(z)
+    for d in range(1, lmax + 1):
+        prev = degrees[-1]
+        zd = zd * z
+        degrees.append(torch.cat([x * prev, y * prev[:, -d:], zd], dim=1))
+    return torch.cat(degrees, dim=1)
+
+
+def _monomials_to_sh(lmax: int) -> list[np.ndarray]:
+    """Per l the matrix C_l ((l+1)(l+2)/2, 2l+1), float64, with e3nn's Y_l(u) = M_l(u) · C_l for
+    every u ∈ ℝ³, M_l the degree-l monomials.
+
+    C_l is solved by least squares on random points; it is exact to rounding because e3nn's Y_l
+    are homogeneous polynomials of degree l (checked here to 1e-10).
+    """
+    points = torch.as_tensor(np.random.default_rng(0).normal(size=(256, 3)))
+    mono = _monomials(points, lmax).numpy()
+    mats, start = [], 0
+    for l in range(lmax + 1):
+        n = (l + 1) * (l + 2) // 2
+        y = o3.spherical_harmonics(l, points, normalize=False, normalization="component").numpy()
+        c, *_ = np.linalg.lstsq(mono[:, start : start + n], y, rcond=None)
+        if np.abs(mono[:, start : start + n] @ c - y).max() > 1e-10 * max(1.0, np.abs(y).max()):
+            raise RuntimeError(f"spherical harmonics of degree {l} are not homogeneous polynomials")
+        mats.append(c)
+        start += n
+    return mats
+
+
+def _powers(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x^0 … x^(n−1) by repeated products (faster and exact-er than pow): (A,) → (A, n)."""
+    cols = [torch.ones_like(x)]
+    for _ in range(n - 1):
+        cols.append(cols[-1] * x)
+    return torch.stack(cols, dim=1)
+
+
+def _chunks(counts: np.ndarray, n_ch: int, budget: int) -> list[tuple[int, int]]:
+    """Split groups (n_ch per segment) into runs of whole segments whose padded size
+    (groups × largest group) stays within `budget` atoms, or one segment if it alone exceeds it."""
+    seg_max = counts.reshape(-1, n_ch).max(axis=1)
+    runs, start, width = [], 0, 0
+    for i, m in enumerate(seg_max):
+        width = max(width, int(m))
+        if i > start and (i + 1 - start) * n_ch * width > budget:
+            runs.append((start * n_ch, i * n_ch))
+            start, width = i, int(m)
+    runs.append((start * n_ch, len(seg_max) * n_ch))
+    return runs
+
+
+@dataclass(frozen=True)
+class ZernikeBasis:
+    """The 3D Zernike basis and the flat coefficient layout.
+
+    Args:
+        lmax: highest spherical-harmonic degree.
+        nmax: highest radial order n.
+        rcut: radius of the ball, Å; atoms beyond it are evaluated at ρ = 1.
+        channels: element symbols, one channel each, matched against full upper-case symbols.
+        normalization: 'square' (each atom weighted by 1/‖Z‖²) or None (plain sums).
+    """
+
+    lmax: int = 6
+    nmax: int = 20
+    rcut: float = 10.0
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    normalization: str | None = "square"
+    _tables: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.lmax < 0 or self.nmax < self.lmax:
+            raise ValueError(f"need 0 <= lmax <= nmax, got lmax={self.lmax}, nmax={self.nmax}")
+        if self.rcut <= 0:
+            raise ValueError(f"rcut must be positive, got {self.rcut}")
+        if not self.channels or len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channels must be distinct element symbols, got {self.channels}")
+        if self.normalization not in ("square", None):
+            raise ValueError(f"normalization must be 'square' or None, got {self.normalization!r}")
+        object.__setattr__(self, "channels", tuple(c.upper() for c in self.channels))
+        object.__setattr__(self, "_tables", self._build_tables())
+
+    def _build_tables(self) -> dict:
+        ls = np.arange(self.lmax + 1)
+        n_per_l = np.array([len(range(l, self.nmax + 1, 2)) for l in ls])
+        radial_l, radial_n, coeffs = [], [], []
+        for l in ls:
+            for n in range(l, self.nmax + 1, 2):
+                radial_l.append(l)
+                radial_n.append(n)
+                c = np.zeros(self.nmax + 1)
+                c[: n + 1] = radial_polynomial_coefficients(n, l)
+                coeffs.append(c)
+        # Single-channel order (l, n, m) -> index into the radial table and the SH vector.
+        radial_index, sh_index = [], []
+        start = 0
+        for l in ls:
+            for k in range(n_per_l[l]):
+                radial_index.extend([start + k] * (2 * l + 1))
+                sh_index.extend(range(l * l, (l + 1) ** 2))
+            start += n_per_l[l]
+        single = len(radial_index)
+        n_ch = len(self.channels)
+        block = n_per_l * (2 * ls + 1)
+        offsets = np.concatenate([[0], np.cumsum(n_ch * block)[:-1]])
+        # flat index of (channel c, single-channel entry j): offset_l + c * block_l + (j - start_l)
+        single_l = np.repeat(ls, block)
+        within = np.arange(single) - np.repeat(np.cumsum(block) - block, block)
+        flat = (
+            offsets[single_l][None, :]
+            + np.arange(n_ch)[:, None] * block[single_l][None, :]
+            + within[None, :]
+        )
+        radial_slices = np.stack([np.cumsum(n_per_l) - n_per_l, np.cumsum(n_per_l)], axis=1)
+        coeffs = np.array(coeffs)
+        even = np.zeros((len(radial_l), self.nmax // 2 + 1))  # Q_nl(ρ²) = R_nl(ρ) / ρ^l
+        for i, l in enumerate(radial_l):
+            even[i, : (self.nmax - l) // 2 + 1] = coeffs[i, l::2]
+        mono_to_sh = _monomials_to_sh(self.lmax)
+        n_mono = np.array([(l + 1) * (l + 2) // 2 for l in ls])
+        mono_slices = np.stack([np.cumsum(n_mono) - n_mono, np.cumsum(n_mono)], axis=1)
+        return {
+            "n_per_l": n_per_l,
+            "even_coeffs": even.T.copy(),  # (powers of ρ², n_radial)
+            "radial_slices": radial_slices,
+            "radial_l_onehot": (np.array(radial_l)[:, None] == ls[None, :]) * (2.0 * ls + 1),
+            "mono_to_sh": mono_to_sh,
+            "mono_slices": mono_slices,
+            "radial_l": np.array(radial_l),
+            "radial_n": np.array(radial_n),
+            "coeffs": coeffs.T,  # (nmax + 1 powers of ρ, n_radial)
+            "radial_index": np.array(radial_index),
+            "sh_index": np.array(sh_index),
+            "flat_index": flat,  # (n_channels, single_dim)
+            "l_offsets": offsets,
+        }
+
+    # ---- layout ---------------------------------------------------------------------------
+    @property
+    def n_per_l(self) -> np.ndarray:
+        """K_l: number of radial orders n per degree l, shape (lmax + 1,)."""
+        return self._tables["n_per_l"]
+
+    @property
+    def single_channel_dim(self) -> int:
+        """Number of basis functions per channel (427 at the defaults)."""
+        return len(self._tables["radial_index"])
+
+    @property
+    def dim(self) -> int:
+        """Length of the flat coefficient vector (1708 at the defaults)."""
+        return self.single_channel_dim * len(self.channels)
+
+    @property
+    def irreps(self) -> str:
+        """e3nn irreps string of the flat vector, e.g. '44x0e+40x1e+…+32x6e'."""
+        mul = self.n_per_l * len(self.channels)
+        return "+".join(f"{m}x{l}e" for l, m in enumerate(mul))
+
+    @property
+    def l_offsets(self) -> np.ndarray:
+        """Start index of each degree l in the flat vector, shape (lmax + 1,)."""
+        return self._tables["l_offsets"]
+
+    def layout(self) -> dict[str, np.ndarray]:
+        """Per flat index: degree l, channel index, radial order n and m (−l…l); each (dim,) int."""
+        flat = self._tables["flat_index"]
+        single_l = self._tables["radial_l"][self._tables["radial_index"]]
+        single_n = self._tables["radial_n"][self._tables["radial_index"]]
+        single_m = self._tables["sh_index"] - single_l**2 - single_l
+        out = {k: np.empty(self.dim, dtype=np.int64) for k in ("l", "channel", "n", "m")}
+        for c in range(len(self.channels)):
+            out["l"][flat[c]] = single_l
+            out["channel"][flat[c]] = c
+            out["n"][flat[c]] = single_n
+            out["m"][flat[c]] = single_m
+        return out
+
+    def metadata(self) -> dict[str, object]:
+        """The parameters that define the coefficients, for file metadata."""
+        return {
+            "basis": "zernike",
+            "lmax": self.lmax,
+            "nmax": self.nmax,
+            "rcut": self.rcut,
+            "channels": list(self.channels),
+            "normalization": self.normalization,
+            "irreps": self.irreps,
+            "dim": self.dim,
+            "radial_constant": "binom(k+l,k) (reference floor-division binomial)",
+            "sh": "e3nn real, component normalisation",
+        }
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def channel_index(self, element: np.ndarray) -> np.ndarray:
+        """Channel of each atom from its full element symbol, −1 if in no channel; (N,) int64."""
+        element = np.asarray(element)
+        out = np.full(element.shape, -1, dtype=np.int64)
+        if element.size == 0:
+            return out
+        uniq, inverse = np.unique(np.char.upper(element.astype(str)), return_inverse=True)
+        lookup = np.array([self.channels.index(u) if u in self.channels else -1 for u in uniq])
+        out[:] = lookup[inverse.reshape(element.shape)]
+        return out
+
+    def radial(self, rho: torch.Tensor) -> torch.Tensor:
+        """R_nl(ρ) for ρ in [0, 1]: (A,) → (A, n_radial), in rho's dtype (use float64)."""
+        powers = rho[:, None] ** torch.arange(self.nmax + 1, device=rho.device, dtype=rho.dtype)
+        coeffs = torch.as_tensor(self._tables["coeffs"], dtype=rho.dtype, device=rho.device)
+        return powers @ coeffs
+
+    def project(
+        self,
+        coords: torch.Tensor,
+        channel: torch.Tensor,
+        segment: torch.Tensor,
+        n_segments: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Sum the basis over the atoms of each segment (neighbourhood), per channel.
+
+        Args:
+            coords: (A, 3) Å, relative to each segment's centre; no atom at the centre.
+            channel: (A,) int, channel of each atom, −1 for atoms in no channel (ignored).
+            segment: (A,) int in [0, n_segments), the neighbourhood of each atom.
+            n_segments: number of neighbourhoods S (segments without atoms give zeros).
+            dtype: float32 (default) or float64 for the basis and the sums.
+
+        Returns:
+            (S, dim) coefficients in the flat layout, on coords' device.
+
+        How: R_nl(ρ)·Y_lm(x̂) = Q_nl(ρ²)·Y_lm(u) with u = ρ·x̂ and Q_nl = R_nl / ρ^l, because e3nn's
+        Y_l are homogeneous polynomials of degree l. Writing Y_l(u) = M_l(u)·C_l with M_l the
+        (l+1)(l+2)/2 monomials of degree l, a channel's sum is Σ_a w_a Q(a)ᵀ M_l(a) · C_l: one
+        batched matrix product per l over the atoms of each (segment, channel) group, and the
+        small change of basis C_l applied once per group instead of once per atom.
+        """
+        dev = coords.device
+        n_ch = len(self.channels)
+        keep = channel >= 0
+        key = segment[keep].to(torch.int64) * n_ch + channel[keep].to(torch.int64)
+        order = torch.argsort(key, stable=True)
+        key, coords = key[order], coords[keep][order]
+        n_groups = n_segments * n_ch
+        counts = torch.bincount(key, minlength=n_groups)
+        out = torch.zeros(n_segments, self.dim, dtype=dtype, device=dev)
+        counts_np = counts.cpu().numpy()
+        ends = np.concatenate([[0], np.cumsum(counts_np)])
+        for g0, g1 in _chunks(counts_np, n_ch, _CHUNK_ATOMS):
+            a0, a1 = int(ends[g0]), int(ends[g1])
+            if a1 > a0:
+                part = self._project_groups(coords[a0:a1], key[a0:a1] - g0, counts[g0:g1], dtype)
+                out[g0 // n_ch : g1 // n_ch] = part
+        return out
+
+    def _project_groups(
+        self, coords: torch.Tensor, key: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Coefficients of consecutive groups; atoms sorted by group key. → (G / n_ch, dim)."""
+        t = self._tables
+        dev = coords.device
+        n_groups = len(counts)
+        x64 = coords.to(torch.float64)
+        r = torch.linalg.vector_norm(x64, dim=1)
+        rho = torch.clamp(r, max=self.rcut) / self.rcut
+        rho2 = rho * rho
+        even = _powers(rho2, t["even_coeffs"].shape[0])
+        q = even @ torch.as_tensor(t["even_coeffs"], device=dev)  # (A, n_radial) float64
+        if self.normalization == "square":
+            # ‖Z‖² = Σ_l (2l + 1) ρ^2l Σ_n Q_nl²   (Σ_m Y_lm² = 2l + 1, 'component')
+            per_l = (q * q) @ torch.as_tensor(t["radial_l_onehot"], device=dev)
+            normsq = (per_l * _powers(rho2, self.lmax + 1)).sum(dim=1)
+            q = q / normsq[:, None]
+        u = (x64 * (rho / r)[:, None]).to(dtype)
+        monomials = _monomials(u, self.lmax)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(len(key), device=dev) - starts[key]
+        width = int(counts.max())
+        qp = torch.zeros(n_groups, width, q.shape[1], dtype=dtype, device=dev)
+        qp[key, pos] = q.to(dtype)
+        mp = torch.zeros(n_groups, width, monomials.shape[1], dtype=dtype, device=dev)
+        mp[key, pos] = monomials
+        blocks = []
+        for l in range(self.lmax + 1):
+            r0, r1 = t["radial_slices"][l]
+            m0, m1 = t["mono_slices"][l]
+            moments = torch.bmm(qp[:, :, r0:r1].transpose(1, 2), mp[:, :, m0:m1])
+            sh = moments @ torch.as_tensor(t["mono_to_sh"][l], dtype=dtype, device=dev)
+            blocks.append(sh.reshape(n_groups // len(self.channels), -1))
+        return torch.cat(blocks, dim=1)
+
+    def project_atoms(
+        self,
+        coords: np.ndarray,
+        element: Sequence[str] | np.ndarray,
+        dtype: torch.dtype = torch.float32,
+    ) -> np.ndarray:
+        """Coefficients of one neighbourhood: coords (A, 3) Å relative to the centre → (dim,)."""
+        c = torch.as_tensor(np.asarray(coords), dtype=torch.float64)
+        ch = torch.as_tensor(self.channel_index(np.asarray(element)))
+        seg = torch.zeros(len(ch), dtype=torch.int64)
+        return self.project(c, ch, seg, 1, dtype)[0].numpy()
+
+    def project_neighborhoods(
+        self,
+        nbh: Neighborhoods,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
+        """Coefficients of every neighbourhood of a ragged batch: (M, dim) on `device`."""
+        n_atoms = np.diff(nbh.offsets)
+        segment = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        channel = self.channel_index(nbh.element)
+        keep = channel >= 0
+        return self.project(
+            torch.as_tensor(nbh.coords[keep]).to(device),
+            torch.as_tensor(channel[keep]).to(device),
+            torch.as_tensor(segment[keep]).to(device),
+            len(n_atoms),
+            dtype,
+        )
