@@ -1,0 +1,157 @@
+"""Residue-centred atom neighbourhoods of a structure as one ragged batch (SPEC §1–2).
+
+* Centres: the atom named ``CA`` with element ``C`` of every amino-acid residue (gemmi's tabulated
+  amino acids, standard or not), so Ca²⁺ ions and ligand atoms named CA never become centres.
+  Amino-acid residues without such an atom get no neighbourhood and are listed in ``skipped``.
+  Neighbourhoods come in residue-table order.
+* Environment: every atom of the structure (all chains, ligands, ions) plus optional extra atoms
+  whose distance ``d = |x - Cα|`` (float64) satisfies ``d <= radius``. The central Cα and any atom
+  with ``d < 1e-6`` Å are removed (they would give NaN directions); the rest of the central
+  residue is kept (H-AE convention). Within a neighbourhood, structure atoms come in file order,
+  then extras.
+* Coordinates are ``x - Cα`` computed in float64 and stored as float32, lab orientation kept.
+* No padding: neighbourhoods are rows ``offsets[i]:offsets[i + 1]`` of the flat atom arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from holoprot.structure import Structure
+
+__all__ = ["MIN_DISTANCE", "Neighborhoods", "centre_atoms", "extract_neighborhoods"]
+
+MIN_DISTANCE = 1e-6
+"""Atoms closer than this to the centre (Å) are dropped."""
+
+
+@dataclass(frozen=True)
+class Neighborhoods:
+    """Ragged batch of residue neighbourhoods of one structure (M neighbourhoods, T atoms).
+
+    ``residue_index`` (M,) int64 centre residue (row of the Structure residue table);
+    ``offsets`` (M+1,) int64, neighbourhood i is rows ``offsets[i]:offsets[i+1]``;
+    ``coords`` (T, 3) float32, Å, relative to the centre Cα; ``element`` (T,) '<U2';
+    ``atom_index`` (T,) int64 row in the Structure atom arrays, -1 for extra atoms;
+    ``skipped`` (K,) int64 amino-acid residues without a Cα; ``radius`` in Å.
+    """
+
+    residue_index: np.ndarray
+    offsets: np.ndarray
+    coords: np.ndarray
+    element: np.ndarray
+    atom_index: np.ndarray
+    skipped: np.ndarray
+    radius: float
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        """(M,) int64 atoms per neighbourhood."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return int(self.residue_index.shape[0])
+
+
+def centre_atoms(
+    structure: Structure,
+    *,
+    residues: np.ndarray | None = None,
+    chains: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cα atoms of the selected amino-acid residues.
+
+    Returns ``(residue_index, atom_index, skipped)``: (M,) int64 residues with a Cα, (M,) int64
+    their Cα atom rows (the first one if a residue has several), (K,) int64 amino-acid residues
+    of the selection that have none.
+    """
+    selected = structure.is_amino_acid.copy()
+    if residues is not None:
+        chosen = np.zeros_like(selected)
+        chosen[np.asarray(residues, dtype=np.int64)] = True
+        selected &= chosen
+    if chains is not None:
+        selected &= np.isin(structure.chain.astype(str), np.asarray(list(chains), dtype=str))
+    is_ca = (structure.atom_name == "CA") & (structure.element == "C")
+    is_ca &= selected[structure.residue_index]
+    ca_atoms = np.flatnonzero(is_ca)
+    res_idx, first = np.unique(structure.residue_index[ca_atoms], return_index=True)
+    res_idx = res_idx.astype(np.int64)
+    has_ca = np.zeros_like(selected)
+    has_ca[res_idx] = True
+    skipped = np.flatnonzero(selected & ~has_ca).astype(np.int64)
+    return res_idx, ca_atoms[first].astype(np.int64), skipped
+
+
+def extract_neighborhoods(
+    structure: Structure,
+    radius: float = 10.0,
+    *,
+    residues: np.ndarray | None = None,
+    chains: Sequence[str] | None = None,
+    extra_coords: np.ndarray | None = None,
+    extra_element: np.ndarray | None = None,
+) -> Neighborhoods:
+    """Atoms within ``radius`` Å of each selected residue's Cα (see module policies).
+
+    Args:
+        structure: parsed structure.
+        radius: inclusive cut-off in Å.
+        residues: residue-table indices allowed as centres (default: all).
+        chains: chain ids allowed as centres (default: all).
+        extra_coords: (E, 3) Å, environment-only atoms (e.g. a ligand), never centres.
+        extra_element: (E,) element symbols of ``extra_coords``.
+    """
+    if (extra_coords is None) != (extra_element is None):
+        raise ValueError("extra_coords and extra_element must be given together")
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    env_xyz = np.asarray(structure.coords, dtype=np.float64)
+    env_el = np.asarray(structure.element, dtype="<U2")
+    if extra_coords is not None:
+        extra_xyz = np.asarray(extra_coords, dtype=np.float64).reshape(-1, 3)
+        extra_el = np.char.upper(np.asarray(extra_element, dtype="<U2")).reshape(-1)
+        if extra_el.shape[0] != extra_xyz.shape[0]:
+            raise ValueError("extra_coords and extra_element differ in length")
+        env_xyz = np.concatenate([env_xyz, extra_xyz])
+        env_el = np.concatenate([env_el, extra_el])
+
+    res_idx, ca_idx, skipped = centre_atoms(structure, residues=residues, chains=chains)
+    centres = env_xyz[ca_idx]
+    pairs = _pairs_within(centres, env_xyz, radius)
+    nbhd, atom = pairs[:, 0], pairs[:, 1]
+    rel = env_xyz[atom] - centres[nbhd]
+    dist = np.sqrt(np.einsum("ij,ij->i", rel, rel))
+    keep = (dist <= radius) & (dist >= MIN_DISTANCE) & (atom != ca_idx[nbhd])
+    nbhd, atom, rel = nbhd[keep], atom[keep], rel[keep]
+
+    offsets = np.zeros(len(res_idx) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nbhd, minlength=len(res_idx)), out=offsets[1:])
+    atom_index = np.where(atom < structure.n_atoms, atom, -1).astype(np.int64)
+    return Neighborhoods(
+        residue_index=res_idx,
+        offsets=offsets,
+        coords=rel.astype(np.float32),
+        element=env_el[atom],
+        atom_index=atom_index,
+        skipped=skipped,
+        radius=float(radius),
+    )
+
+
+def _pairs_within(centres: np.ndarray, points: np.ndarray, radius: float) -> np.ndarray:
+    """(P, 2) int64 (centre, point) pairs with distance <= radius (plus a hair), sorted."""
+    if len(centres) == 0 or len(points) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    slack = radius * 1e-9 + 1e-9
+    lists = cKDTree(points).query_ball_point(centres, radius + slack, return_sorted=True)
+    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    pairs = np.empty((int(counts.sum()), 2), dtype=np.int64)
+    pairs[:, 0] = np.repeat(np.arange(len(lists)), counts)
+    pairs[:, 1] = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64)
+    return pairs

@@ -1,0 +1,279 @@
+"""Read one model of a PDB or mmCIF file into flat NumPy arrays.
+
+Policies (each is tested on a real file in ``tests/test_structure.py``):
+
+* Formats: PDB (``.pdb``, ``.ent``) and mmCIF (``.cif``, ``.mmcif``), each optionally gzipped
+  (``.gz``, or gzip content under any name). The format is sniffed from the content: a file
+  whose first line that is neither blank nor a ``#`` comment starts with ``data_`` is mmCIF,
+  anything else is PDB, whatever its extension says.
+* Models: the first model by default; ``model=k`` picks the model whose number in the file is ``k``
+  (PDB ``MODEL`` serial, mmCIF ``pdbx_PDB_model_num``; a file without model records has model 1).
+* Alternate locations: per atom (same residue, same atom name) the altloc with the highest occupancy
+  is kept, the first one in the file on ties (Biopython's ``DisorderedAtom`` behaviour). Atoms
+  without an altloc are always kept. Gemmi's ``remove_alternative_conformations`` keeps the first
+  altloc instead, so it is not used.
+* Removed: waters (gemmi ``Residue.is_water``: HOH, WAT, DOD, ...), hydrogen and deuterium atoms.
+  Kept: every other hetero group (ligands, ions, cofactors, modified residues) as atoms.
+* Element: the full symbol from the element column, upper case (``SE`` stays ``SE``, a calcium ion
+  is ``CA``), never truncated and never taken from the atom name. Where the PDB element column is
+  blank, gemmi infers the element from the atom name at read time; that inference is accepted.
+* Residue identity: (author chain id, author residue number, insertion code, residue name); chain
+  ids are strings and may have several characters in mmCIF. Residues keep file order (chain parts
+  that reappear later in the file, e.g. ligands after ``TER``, are not merged back).
+* Bad input raises :class:`~holoprot.errors.InputError` naming the file: missing or unreadable path,
+  directory, empty file, corrupt gzip, binary content, content gemmi cannot parse, a missing model,
+  or no heavy non-water atom in the chosen model. A file with atoms but no amino acid is *not* an
+  error here. Truncation: content that still parses (e.g. a PDB file cut between two lines, which
+  needs no ``END`` record, or an mmCIF file cut after a complete line) is accepted as what it is.
+  Errors: a last PDB ``ATOM``/``HETATM`` line that ends before the end of its coordinates
+  (column 54), an mmCIF file that ends inside an ``_atom_site`` row (no final line end: the last
+  value may be cut), and any other cut that gemmi rejects.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import gemmi
+import numpy as np
+
+from holoprot.errors import InputError
+
+__all__ = ["STANDARD_AMINO_ACIDS", "Structure", "detect_format", "read_structure", "structure_id"]
+
+STANDARD_AMINO_ACIDS = frozenset(
+    ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE")
+    + ("LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL")
+)
+_STRUCTURE_EXTENSIONS = (".pdb", ".ent", ".cif", ".mmcif")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One model of a structure file as flat arrays (N atoms, R residues).
+
+    Atom arrays: ``coords`` (N, 3) float64, Å; ``element`` (N,) '<U2' upper-case symbol;
+    ``atom_name`` (N,) '<U4' stripped name (wider if a name is longer, never truncated);
+    ``residue_index`` (N,) int32 row in the residue table (atoms grouped by residue, residues in
+    file order).
+    Residue table: ``chain`` (R,) object, str author chain id; ``seq_num`` (R,) int32 author number;
+    ``icode`` (R,) '<U1' insertion code ('' when none); ``res_name`` (R,) '<U5' (or wider);
+    ``is_amino_acid`` (R,) bool (gemmi's tabulated amino acids, incl. MSE, SEP, ...);
+    ``is_standard`` (R,) bool (one of the 20 standard amino acids);
+    ``is_hetero`` (R,) bool (HETATM group).
+    """
+
+    id: str
+    path: str
+    model: int
+    coords: np.ndarray
+    element: np.ndarray
+    atom_name: np.ndarray
+    residue_index: np.ndarray
+    chain: np.ndarray
+    seq_num: np.ndarray
+    icode: np.ndarray
+    res_name: np.ndarray
+    is_amino_acid: np.ndarray
+    is_standard: np.ndarray
+    is_hetero: np.ndarray
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def n_residues(self) -> int:
+        return int(self.res_name.shape[0])
+
+
+def structure_id(path: str | os.PathLike) -> str:
+    """File name without ``.gz`` and one structure extension: '1abc.pdb.gz' -> '1abc'."""
+    name = Path(path).name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    for ext in _STRUCTURE_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def detect_format(path: str | os.PathLike) -> Literal["pdb", "mmcif"]:
+    """Format of a (possibly gzipped) structure file, judged by its content."""
+    return _sniff(_read_text(path))
+
+
+def read_structure(path: str | os.PathLike, model: int | None = None) -> Structure:
+    """Read one model (the first by default) of a PDB/mmCIF file; see the module policies."""
+    text = _read_text(path)
+    st = _parse(path, text)
+    if len(st) == 0:
+        raise InputError(path, "no atoms found")
+    gmodel = _pick_model(path, st, model)
+    return _to_arrays(path, gmodel)
+
+
+def _read_text(path: str | os.PathLike) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(path, "no such file")
+    if p.is_dir():
+        raise InputError(path, "is a directory, not a structure file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(path, f"corrupt gzip data ({exc})") from None
+    if not data.strip():
+        raise InputError(path, "empty file")
+    if b"\x00" in data or _looks_binary(data):
+        raise InputError(path, "binary content, not a PDB or mmCIF file")
+    return data
+
+
+def _looks_binary(data: bytes) -> bool:
+    head = data[:4096]
+    printable = sum(32 <= b < 127 or b in (9, 10, 12, 13) for b in head)
+    return printable < 0.95 * len(head)
+
+
+def _sniff(data: bytes) -> Literal["pdb", "mmcif"]:
+    for line in data[:65536].splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(b"#"):
+            continue
+        return "mmcif" if stripped.startswith(b"data_") else "pdb"
+    return "mmcif" if b"\n_atom_site." in data else "pdb"
+
+
+def _parse(path: str | os.PathLike, data: bytes) -> gemmi.Structure:
+    fmt = _sniff(data)
+    _check_truncation(path, data, fmt)
+    try:
+        if fmt == "mmcif":
+            doc = gemmi.cif.read_string(data.decode("latin-1"))
+            blocks = [b for b in doc if b.find_mmcif_category("_atom_site.")]
+            if not blocks:
+                raise InputError(path, "mmCIF file without an _atom_site table")
+            return gemmi.make_structure_from_block(blocks[0])
+        return gemmi.read_pdb_string(data)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(path, f"cannot parse as {fmt.upper()}: {reason}") from None
+
+
+def _check_truncation(path: str | os.PathLike, data: bytes, fmt: str) -> None:
+    """Reject a file that ends inside an atom record (see the truncation policy)."""
+    last = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    if not last.startswith((b"ATOM", b"HETATM")):
+        return
+    if fmt == "pdb" and len(last.rstrip()) < 54:
+        raise InputError(path, "truncated: last ATOM/HETATM record ends before its coordinates")
+    if fmt == "mmcif" and not data.endswith((b"\n", b"\r")):
+        raise InputError(path, "truncated: file ends inside an _atom_site row")
+
+
+def _pick_model(path: str | os.PathLike, st: gemmi.Structure, model: int | None) -> gemmi.Model:
+    if model is None:
+        return st[0]
+    for m in st:
+        if m.num == model:
+            return m
+    nums = ", ".join(str(m.num) for m in st)
+    raise InputError(path, f"has no model {model} ({len(st)} model(s): {nums})")
+
+
+_residue_kind: dict[str, tuple[bool, bool]] = {}
+
+
+def _kind(name: str) -> tuple[bool, bool]:
+    """(is_amino_acid, is_standard) for a residue name, cached."""
+    kind = _residue_kind.get(name)
+    if kind is None:
+        info = gemmi.find_tabulated_residue(name)
+        is_aa = bool(info is not None and info.is_amino_acid())
+        kind = (is_aa, name in STANDARD_AMINO_ACIDS)
+        _residue_kind[name] = kind
+    return kind
+
+
+def _keep_atoms(residue: gemmi.Residue) -> list[gemmi.Atom]:
+    """Heavy atoms of a residue with one altloc per atom name (highest occupancy, first on ties)."""
+    atoms = [a for a in residue if not a.is_hydrogen()]
+    if not any(a.has_altloc() for a in atoms):
+        return atoms
+    best: dict[str, int] = {}
+    for i, a in enumerate(atoms):
+        if a.has_altloc():
+            j = best.get(a.name)
+            if j is None or a.occ > atoms[j].occ:
+                best[a.name] = i
+    chosen = set(best.values())
+    return [a for i, a in enumerate(atoms) if not a.has_altloc() or i in chosen]
+
+
+def _strings(values: list[str], width: int) -> np.ndarray:
+    """Unicode array at least ``width`` wide, wider rather than truncating long names."""
+    return np.asarray(values, dtype=f"<U{max([width, *map(len, set(values))])}")
+
+
+def _to_arrays(path: str | os.PathLike, gmodel: gemmi.Model) -> Structure:
+    xyz: list[tuple[float, float, float]] = []
+    elements: list[str] = []
+    names: list[str] = []
+    res_of_atom: list[int] = []
+    chains: list[str] = []
+    seq_nums: list[int] = []
+    icodes: list[str] = []
+    res_names: list[str] = []
+    hetero: list[bool] = []
+    for chain in gmodel:
+        chain_name = chain.name
+        for residue in chain:
+            if residue.is_water():
+                continue
+            atoms = _keep_atoms(residue)
+            if not atoms:
+                continue
+            r = len(res_names)
+            for a in atoms:
+                pos = a.pos
+                xyz.append((pos.x, pos.y, pos.z))
+                elements.append(a.element.name)
+                names.append(a.name)
+            res_of_atom.extend([r] * len(atoms))
+            seqid = residue.seqid
+            chains.append(chain_name)
+            seq_nums.append(seqid.num)
+            icodes.append(seqid.icode.strip())
+            res_names.append(residue.name)
+            hetero.append(residue.het_flag == "H")
+    if not xyz:
+        raise InputError(path, f"no atoms in model {gmodel.num} besides waters and hydrogens")
+    kinds = np.array([_kind(n) for n in res_names], dtype=bool).reshape(-1, 2)
+    return Structure(
+        id=structure_id(path),
+        path=str(path),
+        model=int(gmodel.num),
+        coords=np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
+        element=np.char.upper(np.asarray(elements, dtype="<U2")),
+        atom_name=_strings(names, 4),
+        residue_index=np.asarray(res_of_atom, dtype=np.int32),
+        chain=np.asarray(chains, dtype=object),
+        seq_num=np.asarray(seq_nums, dtype=np.int32),
+        icode=np.asarray(icodes, dtype="<U1"),
+        res_name=_strings(res_names, 5),
+        is_amino_acid=kinds[:, 0].copy(),
+        is_standard=kinds[:, 1].copy(),
+        is_hetero=np.asarray(hetero, dtype=bool),
+    )

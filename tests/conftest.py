@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to the real structure files in tests/data/structures and examples/.
+
+See tests/data/structures/PROVENANCE.md for what each file is and what it exercises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+STRUCTURES_DIR = TESTS_DIR / "data" / "structures"
+EXAMPLES_DIR = TESTS_DIR.parent / "examples"
+
+MMCIF = STRUCTURES_DIR / "1gbt.cif"  # mmCIF; insertion codes; Ca2+ ion, ligand GBS, SO4, waters
+NMR = STRUCTURES_DIR / "1lcd_nmr.cif.gz"  # solution NMR, 3 models, gzipped mmCIF
+ALTLOC = STRUCTURES_DIR / "19hc.pdb.gz"  # altlocs (one where B beats A), HEM + waters, gz PDB
+MSE = STRUCTURES_DIR / "1a8o.pdb"  # selenomethionine (MSE, HETATM), waters, plain PDB
+LARGE = STRUCTURES_DIR / "3kpr_unitcell.pdb.gz"  # 6,608 residues, 53,272 atoms
+
+
+@pytest.fixture(scope="session")
+def structures_dir() -> Path:
+    return STRUCTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return EXAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def mmcif_path() -> Path:
+    return MMCIF
+
+
+@pytest.fixture(scope="session")
+def nmr_path() -> Path:
+    return NMR
+
+
+@pytest.fixture(scope="session")
+def altloc_path() -> Path:
+    return ALTLOC
+
+
+@pytest.fixture(scope="session")
+def mse_path() -> Path:
+    return MSE
+
+
+@pytest.fixture(scope="session")
+def large_path() -> Path:
+    return LARGE
