@@ -1,0 +1,275 @@
+"""Holographic-(V)AE (Visani et al., arXiv 2209.15567): an SO(3)-equivariant (V)AE on flat signals.
+
+Encoder: ``x / input_norm_const`` → SO3Linear to ``ch_initial x (0..L)`` → CG blocks
+(``ch_sizes``, ``lmax_list``) → invariant head ``Linear(h^0) → z_mean`` (and ``z_log_var`` for the
+VAE) and frame head ``SO3Linear(h^1 → 2x1e)`` + Gram–Schmidt → frame rows ``(x̂, ŷ, ẑ)``.
+Decoder: ``h^0 = Linear(z)``, ``h^1 = SO3Linear(frame rows as 3x1e)`` → CG blocks (reversed
+sizes, last one back to ``ch_initial x (0..L)``) → SO3Linear to the data irreps.
+
+Under a rotation ``R`` of the input (``x → x·blockdiag(D)ᵀ``): the latents are invariant, the frame
+maps to ``frame·Rᵀ`` and the reconstruction to ``recon·blockdiag(D)ᵀ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from holoprot.model.cg import LS_RULES
+from holoprot.model.layers import CGBlock, Feature, SO3Linear
+
+__all__ = ["HVAE", "HVAEConfig", "HVAEOutput", "gram_schmidt_frame", "hvae_loss"]
+
+
+@dataclass(frozen=True)
+class HVAEConfig:
+    """Architecture of an :class:`HVAE` (defaults: the z=128 H-AE of the reference)."""
+
+    irreps_in: str = "44x0e+40x1e+40x2e+36x3e+36x4e+32x5e+32x6e"
+    latent_dim: int = 128
+    ch_initial: int = 44
+    ch_sizes: tuple[int, ...] = (60, 60, 60, 90, 128, 128)
+    lmax_list: tuple[int, ...] = (6, 6, 6, 4, 2, 1)
+    ls_rule: str = "efficient"
+    is_vae: bool = False
+    input_norm_const: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ch_sizes", tuple(self.ch_sizes))
+        object.__setattr__(self, "lmax_list", tuple(self.lmax_list))
+        try:
+            irreps = o3.Irreps(self.irreps_in)
+        except (ValueError, AssertionError) as exc:
+            raise ValueError(f"irreps_in {self.irreps_in!r} is not an irreps string") from exc
+        ls = [ir.l for _, ir in irreps]
+        if any(ir.p != 1 for _, ir in irreps) or ls != list(range(len(ls))) or not ls:
+            raise ValueError(
+                "irreps_in must be 'Ax0e+Bx1e+…' with l = 0, 1, … once each,"
+                f" got {self.irreps_in!r}"
+            )
+        if ls[-1] < 1:
+            raise ValueError("irreps_in needs l >= 1 (the frame is an l = 1 quantity)")
+        for name in ("latent_dim", "ch_initial"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.ch_sizes or len(self.ch_sizes) != len(self.lmax_list):
+            raise ValueError("ch_sizes and lmax_list must be non-empty and of equal length")
+        if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.ch_sizes):
+            raise ValueError(f"ch_sizes must be positive integers, got {self.ch_sizes}")
+        lmax_in = ls[-1]
+        if any(not isinstance(lm, int) or isinstance(lm, bool) for lm in self.lmax_list):
+            raise ValueError(f"lmax_list must hold integers, got {self.lmax_list}")
+        if self.lmax_list[-1] < 1:
+            raise ValueError("the last encoder block needs lmax >= 1 to learn a frame")
+        # A tensor product reaches at most twice its input degree: check encoder and decoder.
+        decoder = (*reversed(self.lmax_list[:-1]), lmax_in)
+        for start, seq in ((lmax_in, self.lmax_list), (1, decoder)):
+            prev = start
+            for lm in seq:
+                if not 0 <= lm <= min(lmax_in, 2 * prev):
+                    raise ValueError(
+                        f"lmax_list {self.lmax_list}: degrees must lie in 0..{lmax_in} and at most"
+                        " double from block to block (encoder and mirrored decoder)"
+                    )
+                prev = lm
+        if self.ls_rule not in LS_RULES:
+            raise ValueError(f"ls_rule must be one of {LS_RULES}, got {self.ls_rule!r}")
+        if not isinstance(self.is_vae, bool):
+            raise ValueError(f"is_vae must be a bool, got {self.is_vae!r}")
+        c = self.input_norm_const
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
+            raise ValueError(f"input_norm_const must be a positive finite number, got {c!r}")
+        object.__setattr__(self, "input_norm_const", float(c))
+
+    @property
+    def irreps(self) -> dict[int, int]:
+        """Data irreps as ``{l: multiplicity}``."""
+        return {ir.l: mul for mul, ir in o3.Irreps(self.irreps_in)}
+
+    @property
+    def lmax(self) -> int:
+        return max(self.irreps)
+
+    @property
+    def dim(self) -> int:
+        return sum(mul * (2 * l + 1) for l, mul in self.irreps.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ch_sizes"] = list(self.ch_sizes)
+        d["lmax_list"] = list(self.lmax_list)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HVAEConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown HVAEConfig keys: {unknown}")
+        return cls(**d)
+
+
+class HVAEOutput(NamedTuple):
+    """Result of :meth:`HVAE.forward`. ``frame_vectors`` are the two learned l = 1 vectors."""
+
+    z_mean: Tensor
+    z_log_var: Tensor | None
+    z: Tensor
+    frame: Tensor
+    recon: Tensor
+    x_normalised: Tensor
+    frame_vectors: Tensor
+
+
+def gram_schmidt_frame(v: Tensor) -> Tensor:
+    """Orthonormal frame from two vectors ``v (B, 2, 3)``: rows ``(x̂, ŷ, ẑ)``, shape ``(B, 3, 3)``.
+
+    ``x = v₁``, ``y = v₂ − (x·v₂ / x·x) x``, ``z = x × y``, each divided by its norm (the
+    reference's formula). Equivariant: ``v → v·Rᵀ`` gives ``frame → frame·Rᵀ``.
+    Degenerate inputs (``v₁ ≈ 0`` or ``v₂ ∥ v₁``): every squared length in a denominator is
+    clamped below at ``s = sqrt(finfo.tiny)`` (1.1e-19 in float32, 1.5e-154 in float64), so values
+    and gradients stay finite; the affected rows come out (near) zero — not a rotation — instead of
+    NaN. Non-degenerate inputs (squared lengths above ``s``) are unaffected.
+    """
+    guard = torch.finfo(v.dtype).tiny ** 0.5
+    x, v2 = v[:, 0], v[:, 1]
+    xx = (x * x).sum(-1, keepdim=True).clamp_min(guard)
+    y = v2 - ((x * v2).sum(-1, keepdim=True) / xx) * x
+    z = torch.linalg.cross(x, y, dim=-1)
+    rows = torch.stack([x, y, z], dim=1)
+    return rows * rows.pow(2).sum(-1, keepdim=True).clamp_min(guard).rsqrt()
+
+
+def _split(x: Tensor, irreps: dict[int, int]) -> Feature:
+    out: Feature = {}
+    start = 0
+    for l, mul in irreps.items():
+        d = 2 * l + 1
+        out[l] = x[:, start : start + mul * d].reshape(x.shape[0], mul, d)
+        start += mul * d
+    return out
+
+
+def _merge(h: Feature) -> Tensor:
+    return torch.cat([h[l].reshape(h[l].shape[0], -1) for l in sorted(h)], dim=1)
+
+
+class HVAE(nn.Module):
+    """The H-(V)AE. Inputs/outputs are flat signals ``(B, dim)`` in the data layout
+    (l-major, then channel, then m); see :class:`HVAEConfig`.
+
+    Submodules (state-dict prefixes): ``initial_projection``, ``encoder_blocks.{i}``
+    (``batch_norm``, ``signal_norm``, ``linear``), ``encoder_mean``, ``encoder_log_var`` (VAE),
+    ``frame_learner``, ``decoder_bottleneck``, ``first_decoder_projection``,
+    ``decoder_blocks.{i}``, ``final_projection``.
+    """
+
+    def __init__(self, config: HVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        data = config.irreps
+        lmax = config.lmax
+        hidden = {l: config.ch_initial for l in range(lmax + 1)}
+        self.register_buffer(
+            "input_norm_const",
+            torch.tensor(config.input_norm_const, dtype=torch.get_default_dtype()),
+            persistent=False,
+        )
+        self.initial_projection = SO3Linear(data, hidden)
+        self.encoder_blocks = nn.ModuleList()
+        irreps = hidden
+        for ch, lm in zip(config.ch_sizes, config.lmax_list, strict=True):
+            block = CGBlock(irreps, ch, lm, config.ls_rule)
+            self.encoder_blocks.append(block)
+            irreps = block.irreps_out
+        ch_last = config.ch_sizes[-1]
+        self.encoder_mean = nn.Linear(ch_last, config.latent_dim)
+        self.encoder_log_var = nn.Linear(ch_last, config.latent_dim) if config.is_vae else None
+        self.frame_learner = SO3Linear({1: ch_last}, {1: 2})
+        self.decoder_bottleneck = nn.Linear(config.latent_dim, ch_last)
+        self.first_decoder_projection = SO3Linear({1: 3}, {1: ch_last})
+        self.decoder_blocks = nn.ModuleList()
+        irreps = {0: ch_last, 1: ch_last}
+        dec_ch = [*reversed(config.ch_sizes[:-1]), config.ch_initial]
+        dec_lmax = [*reversed(config.lmax_list[:-1]), lmax]
+        for ch, lm in zip(dec_ch, dec_lmax, strict=True):
+            block = CGBlock(irreps, ch, lm, config.ls_rule)
+            self.decoder_blocks.append(block)
+            irreps = block.irreps_out
+        self.final_projection = SO3Linear(hidden, data)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """Divide raw coefficients by the dataset constant (in the input's dtype)."""
+        if x.ndim != 2 or x.shape[1] != self.config.dim:
+            raise ValueError(
+                f"expected input of shape (B, {self.config.dim}), got {tuple(x.shape)}"
+            )
+        return x / self.input_norm_const.to(x.dtype)
+
+    def _encode_normalised(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        h = self.initial_projection(_split(x, self.config.irreps))
+        for block in self.encoder_blocks:
+            h = block(h)
+        invariants = h[0].squeeze(-1)
+        z_mean = self.encoder_mean(invariants)
+        z_log_var = None if self.encoder_log_var is None else self.encoder_log_var(invariants)
+        vectors = self.frame_learner({1: h[1]})[1]
+        return z_mean, z_log_var, gram_schmidt_frame(vectors), vectors
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Raw ``x (B, dim)`` → ``z_mean (B, latent)``, ``z_log_var (B, latent)`` or None (AE),
+        ``frame (B, 3, 3)`` (rows x̂, ŷ, ẑ; see :func:`gram_schmidt_frame`)."""
+        z_mean, z_log_var, frame, _ = self._encode_normalised(self.normalise(x))
+        return z_mean, z_log_var, frame
+
+    def decode(self, z: Tensor, frame: Tensor) -> Tensor:
+        """``z (B, latent)``, ``frame (B, 3, 3)`` → recon ``(B, dim)`` in normalised units."""
+        h: Feature = {
+            0: self.decoder_bottleneck(z).unsqueeze(-1),
+            1: self.first_decoder_projection({1: frame})[1],
+        }
+        for block in self.decoder_blocks:
+            h = block(h)
+        return _merge(self.final_projection(h))
+
+    def forward(self, x: Tensor, *, sample: bool | None = None) -> HVAEOutput:
+        """Encode and decode raw ``x``. ``sample`` (default: VAE in training mode) draws
+        ``z = μ + exp(½ log σ²)·ε``; otherwise ``z = μ``."""
+        xn = self.normalise(x)
+        z_mean, z_log_var, frame, vectors = self._encode_normalised(xn)
+        if sample is None:
+            sample = self.training and z_log_var is not None
+        if sample and z_log_var is None:
+            raise ValueError("sampling needs a VAE (is_vae=True)")
+        z = z_mean + torch.exp(0.5 * z_log_var) * torch.randn_like(z_mean) if sample else z_mean
+        recon = self.decode(z, frame)
+        return HVAEOutput(z_mean, z_log_var, z, frame, recon, xn, vectors)
+
+
+def hvae_loss(
+    out: HVAEOutput, *, lambda_rec: float = 1000.0, lambda_kl: float = 0.0
+) -> tuple[Tensor, dict[str, float]]:
+    """Reference loss ``λ_rec·MSE(recon, x_normalised) + λ_KL·KL/latent_dim``.
+
+    ``KL = mean_b[−½ Σ_j (1 + log σ²_j − μ_j² − σ²_j)]`` (0 for the AE). Returns the loss and
+    ``{"loss", "recon_mse", "kl"}`` as floats (``kl`` already divided by latent_dim).
+    """
+    mse = nn.functional.mse_loss(out.recon, out.x_normalised)
+    if out.z_log_var is None:
+        kl = torch.zeros((), dtype=mse.dtype, device=mse.device)
+    else:
+        lv, mu = out.z_log_var, out.z_mean
+        kl = (-0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)).mean() / mu.shape[-1]
+    loss = lambda_rec * mse + lambda_kl * kl
+    return loss, {
+        "loss": float(loss.detach()),
+        "recon_mse": float(mse.detach()),
+        "kl": float(kl.detach()),
+    }

@@ -1,0 +1,104 @@
+"""Rotating the input: z invariant, frame → frame·Rᵀ, recon → recon·blockdiag(D)ᵀ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from holoprot.model.hvae import HVAE, HVAEConfig, gram_schmidt_frame
+from holoprot.model.reference import load_reference_state
+from holoprot.so3 import rotate_flat
+
+SMALL = Path(__file__).parent / "data" / "reference" / "model_small"
+
+
+def random_rotation(gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q * torch.sign(torch.det(q))
+
+
+def trained_vae() -> HVAE:
+    """The reference 'vae' fixture: non-trivial batch-norm statistics and trained weights."""
+    hp = json.loads((SMALL / "vae" / "hparams.json").read_text())["constructor"]["hparams"]
+    config = HVAEConfig(
+        latent_dim=hp["latent_dim"],
+        ch_initial=hp["ch_initial_linear_projection"],
+        ch_sizes=tuple(hp["ch_size_list"]),
+        lmax_list=tuple(hp["lmax_list"]),
+        is_vae=True,
+        input_norm_const=0.329,
+    )
+    model = HVAE(config)
+    with np.load(SMALL / "vae" / "state_dict.npz") as state:
+        load_reference_state(model, dict(state))
+    return model.eval()
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_equivariance(dtype: torch.dtype, tol: float) -> None:
+    model = trained_vae().to(dtype)
+    irreps = model.config.irreps_in
+    x = torch.from_numpy(np.load(SMALL / "inputs.npz")["x_normalised"]).to(dtype) * 0.329
+    gen = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        base = model(x)
+        for _ in range(3):
+            R = random_rotation(gen)
+            rot = model(rotate_flat(x, irreps, R))
+            Rt = R.to(dtype).T
+            assert rel(rot.z_mean, base.z_mean) <= tol
+            assert rel(rot.z_log_var, base.z_log_var) <= tol
+            assert rel(rot.frame, base.frame @ Rt) <= tol
+            assert rel(rot.recon, rotate_flat(base.recon, irreps, R)) <= tol
+            # the frame is a proper rotation (rows orthonormal, det +1)
+            eye = torch.eye(3, dtype=dtype).expand_as(rot.frame)
+            assert rel(rot.frame @ rot.frame.transpose(1, 2), eye) <= tol
+            assert torch.allclose(
+                torch.det(rot.frame), torch.ones(len(x), dtype=dtype), atol=tol * 10
+            )
+
+
+def test_random_init_equivariance_full_rule() -> None:
+    torch.manual_seed(3)
+    config = HVAEConfig(
+        irreps_in="4x0e+3x1e+2x2e+2x3e",
+        latent_dim=4,
+        ch_initial=3,
+        ch_sizes=(3, 4),
+        lmax_list=(2, 1),
+        ls_rule="full",
+    )
+    model = HVAE(config).double().eval()
+    x = torch.randn(5, config.dim, dtype=torch.float64)
+    R = random_rotation(torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        base, rot = model(x), model(rotate_flat(x, config.irreps_in, R))
+    assert rel(rot.z_mean, base.z_mean) <= 1e-10
+    assert rel(rot.recon, rotate_flat(base.recon, config.irreps_in, R)) <= 1e-10
+
+
+def test_gram_schmidt_degenerate_inputs_are_finite() -> None:
+    v = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]],  # regular
+            [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # zero first vector
+            [[1.0, 1.0, 0.0], [2.0, 2.0, 0.0]],  # collinear
+            [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # both zero
+        ],
+        requires_grad=True,
+    )
+    frame = gram_schmidt_frame(v)
+    assert torch.isfinite(frame).all()
+    assert torch.allclose(frame[0], torch.eye(3))
+    assert torch.equal(frame[3], torch.zeros(3, 3))
+    frame.sum().backward()
+    assert torch.isfinite(v.grad).all()

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from holoprot.errors import HoloprotError
+from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
+
+CONFIG = HVAEConfig(
+    irreps_in="4x0e+3x1e+2x2e",
+    latent_dim=4,
+    ch_initial=3,
+    ch_sizes=(3, 4),
+    lmax_list=(2, 1),
+    is_vae=True,
+    input_norm_const=0.33,
+)
+
+
+def saved(tmp_path: Path) -> tuple[HVAE, Path]:
+    torch.manual_seed(0)
+    model = HVAE(CONFIG)
+    with torch.no_grad():
+        model.train()(torch.randn(8, CONFIG.dim))  # non-trivial running statistics
+    model.eval()
+    return model, save_model(model, tmp_path / "m", {"epoch": 3})
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    model, path = saved(tmp_path)
+    assert path == tmp_path / "m.safetensors" and (tmp_path / "m.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+    x = torch.randn(5, CONFIG.dim)
+    for arg in (path, tmp_path / "m.json", tmp_path / "m", str(path)):
+        loaded, meta = load_model_file(arg)
+        assert meta == {"epoch": 3} and loaded.config == CONFIG and not loaded.training
+        with torch.no_grad():
+            a, b = model(x), loaded(x)
+        for u, v in zip(a, b, strict=True):
+            assert torch.equal(u, v)
+    info = json.loads((tmp_path / "m.json").read_text())
+    assert info["config"] == CONFIG.to_dict() and len(info["sha256"]) == 64
+
+
+def test_tampered_weights_are_rejected(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(HoloprotError, match="sha256"):
+        load_model_file(path)
+
+
+def test_config_not_matching_tensors_is_rejected(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    sidecar = tmp_path / "m.json"
+    info = json.loads(sidecar.read_text())
+    info["config"]["latent_dim"] = 5
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(HoloprotError, match="shape") as exc:
+        load_model_file(path)
+    assert "\n" not in str(exc.value)
+    info["config"]["is_vae"] = False
+    info["config"]["latent_dim"] = 4
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(HoloprotError, match="do not match the config"):
+        load_model_file(path)
+
+
+def test_bad_sidecar_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(HoloprotError, match="not found"):
+        load_model_file(tmp_path / "nothing.safetensors")
+    _, path = saved(tmp_path)
+    sidecar = tmp_path / "m.json"
+    info = json.loads(sidecar.read_text())
+    info["config"]["colour"] = "red"
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(HoloprotError, match="unknown HVAEConfig keys"):
+        load_model_file(path)
+
+
+def test_config_validation() -> None:
+    assert HVAEConfig.from_dict(CONFIG.to_dict()) == CONFIG
+    with pytest.raises(ValueError, match="unknown"):
+        HVAEConfig.from_dict({"latent": 3})
+    for bad in (
+        {"ls_rule": "sparse"},
+        {"latent_dim": 0},
+        {"lmax_list": (6, 6, 6, 4, 2, 0)},
+        {"ch_sizes": (60, 60)},
+        {"input_norm_const": -1.0},
+        {"irreps_in": "4x0e+2x2e"},
+    ):
+        with pytest.raises(ValueError):
+            HVAEConfig(**bad)
