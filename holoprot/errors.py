@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class HoloprotError(Exception):
-    """An error the user can act on; its message is one line and names the file or value at fault."""
+    """An error the user can act on: a one-line message naming the file or value at fault."""
 
 
 class InputError(HoloprotError):

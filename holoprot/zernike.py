@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CHANNELS: tuple[str, ...] = ("C", "N", "O", "S")
 
-#: Number of atoms projected per chunk: bounds memory at about 2 kB per atom (float32).
-_CHUNK_ATOMS = 16384
+#: Padded atom rows projected per chunk: bounds memory at about 1.2 kB per row (float32).
+_CHUNK_ATOMS = 32768
 
 
 def _pochhammer(a: float, j: int) -> float:
@@ -130,17 +130,18 @@ def _powers(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def _chunks(counts: np.ndarray, n_ch: int, budget: int) -> list[tuple[int, int]]:
-    """Split groups (n_ch per segment) into runs of whole segments whose padded size
-    (groups × largest group) stays within `budget` atoms, or one segment if it alone exceeds it."""
-    seg_max = counts.reshape(-1, n_ch).max(axis=1)
-    runs, start, width = [], 0, 0
-    for i, m in enumerate(seg_max):
-        width = max(width, int(m))
-        if i > start and (i + 1 - start) * n_ch * width > budget:
-            runs.append((start * n_ch, i * n_ch))
-            start, width = i, int(m)
-    runs.append((start * n_ch, len(seg_max) * n_ch))
+def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Split segments into runs whose padded size Σ_c (segments × largest count of channel c)
+    stays within `budget` atoms (or one segment, if it alone exceeds it). counts: (C, S)."""
+    runs, start = [], 0
+    width = np.zeros(counts.shape[0], dtype=np.int64)
+    for i in range(counts.shape[1]):
+        grown = np.maximum(width, counts[:, i])
+        if i > start and (i + 1 - start) * int(grown.sum()) > budget:
+            runs.append((start, i))
+            start, grown = i, counts[:, i].copy()
+        width = grown
+    runs.append((start, counts.shape[1]))
     return runs
 
 
@@ -227,7 +228,7 @@ class ZernikeBasis:
             "radial_index": np.array(radial_index),
             "sh_index": np.array(sh_index),
             "flat_index": flat,  # (n_channels, single_dim)
-            "l_offsets": offsets,
+            "l_offsets": offsets.tolist(),
         }
 
     # ---- layout ---------------------------------------------------------------------------
@@ -255,7 +256,7 @@ class ZernikeBasis:
     @property
     def l_offsets(self) -> np.ndarray:
         """Start index of each degree l in the flat vector, shape (lmax + 1,)."""
-        return self._tables["l_offsets"]
+        return np.asarray(self._tables["l_offsets"])
 
     def layout(self) -> dict[str, np.ndarray]:
         """Per flat index: degree l, channel index, radial order n and m (−l…l); each (dim,) int."""
@@ -333,56 +334,58 @@ class ZernikeBasis:
         dev = coords.device
         n_ch = len(self.channels)
         keep = channel >= 0
-        key = segment[keep].to(torch.int64) * n_ch + channel[keep].to(torch.int64)
+        # channel-major keys: the atoms of (channel c, segments s0…s1) are one contiguous run
+        key = channel[keep].to(torch.int64) * n_segments + segment[keep].to(torch.int64)
         order = torch.argsort(key, stable=True)
-        key, coords = key[order], coords[keep][order]
-        n_groups = n_segments * n_ch
-        counts = torch.bincount(key, minlength=n_groups)
-        out = torch.zeros(n_segments, self.dim, dtype=dtype, device=dev)
+        coords = coords[keep][order]
+        counts = torch.bincount(key[order], minlength=n_ch * n_segments).reshape(n_ch, n_segments)
         counts_np = counts.cpu().numpy()
-        ends = np.concatenate([[0], np.cumsum(counts_np)])
-        for g0, g1 in _chunks(counts_np, n_ch, _CHUNK_ATOMS):
-            a0, a1 = int(ends[g0]), int(ends[g1])
-            if a1 > a0:
-                part = self._project_groups(coords[a0:a1], key[a0:a1] - g0, counts[g0:g1], dtype)
-                out[g0 // n_ch : g1 // n_ch] = part
+        ends = np.concatenate([[0], np.cumsum(counts_np)])  # flat (channel, segment) order
+        out = torch.zeros(n_segments, self.dim, dtype=dtype, device=dev)
+        for s0, s1 in _chunks(counts_np, _CHUNK_ATOMS):
+            for c in range(n_ch):
+                a0, a1 = int(ends[c * n_segments + s0]), int(ends[c * n_segments + s1])
+                if a1 > a0:
+                    self._project_channel(coords[a0:a1], counts[c, s0:s1], c, out[s0:s1])
         return out
 
-    def _project_groups(
-        self, coords: torch.Tensor, key: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype
-    ) -> torch.Tensor:
-        """Coefficients of consecutive groups; atoms sorted by group key. → (G / n_ch, dim)."""
+    def _project_channel(
+        self, coords: torch.Tensor, counts: torch.Tensor, channel: int, out: torch.Tensor
+    ) -> None:
+        """Add the coefficients of one channel for consecutive segments into `out` (S, dim).
+
+        coords: (A, 3) the channel's atoms of those segments, segment by segment; counts: (S,).
+        """
         t = self._tables
-        dev = coords.device
-        n_groups = len(counts)
+        dev, dtype = coords.device, out.dtype
         x64 = coords.to(torch.float64)
         r = torch.linalg.vector_norm(x64, dim=1)
         rho = torch.clamp(r, max=self.rcut) / self.rcut
         rho2 = rho * rho
-        even = _powers(rho2, t["even_coeffs"].shape[0])
-        q = even @ torch.as_tensor(t["even_coeffs"], device=dev)  # (A, n_radial) float64
+        q = _powers(rho2, t["even_coeffs"].shape[0]) @ torch.as_tensor(
+            t["even_coeffs"], device=dev
+        )  # (A, n_radial) float64
         if self.normalization == "square":
             # ‖Z‖² = Σ_l (2l + 1) ρ^2l Σ_n Q_nl²   (Σ_m Y_lm² = 2l + 1, 'component')
             per_l = (q * q) @ torch.as_tensor(t["radial_l_onehot"], device=dev)
             normsq = (per_l * _powers(rho2, self.lmax + 1)).sum(dim=1)
             q = q / normsq[:, None]
-        u = (x64 * (rho / r)[:, None]).to(dtype)
-        monomials = _monomials(u, self.lmax)
-        starts = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(len(key), device=dev) - starts[key]
+        monomials = _monomials((x64 * (rho / r)[:, None]).to(dtype), self.lmax)
+        n_seg = len(counts)
+        segment = torch.repeat_interleave(torch.arange(n_seg, device=dev), counts)
+        pos = torch.arange(len(segment), device=dev) - (torch.cumsum(counts, 0) - counts)[segment]
         width = int(counts.max())
-        qp = torch.zeros(n_groups, width, q.shape[1], dtype=dtype, device=dev)
-        qp[key, pos] = q.to(dtype)
-        mp = torch.zeros(n_groups, width, monomials.shape[1], dtype=dtype, device=dev)
-        mp[key, pos] = monomials
-        blocks = []
+        qp = torch.zeros(n_seg, width, q.shape[1], dtype=dtype, device=dev)
+        qp[segment, pos] = q.to(dtype)
+        mp = torch.zeros(n_seg, width, monomials.shape[1], dtype=dtype, device=dev)
+        mp[segment, pos] = monomials
         for l in range(self.lmax + 1):
             r0, r1 = t["radial_slices"][l]
             m0, m1 = t["mono_slices"][l]
             moments = torch.bmm(qp[:, :, r0:r1].transpose(1, 2), mp[:, :, m0:m1])
-            sh = moments @ torch.as_tensor(t["mono_to_sh"][l], dtype=dtype, device=dev)
-            blocks.append(sh.reshape(n_groups // len(self.channels), -1))
-        return torch.cat(blocks, dim=1)
+            block = moments @ torch.as_tensor(t["mono_to_sh"][l], dtype=dtype, device=dev)
+            start = t["l_offsets"][l] + channel * (r1 - r0) * (2 * l + 1)
+            out[:, start : start + block.shape[1] * block.shape[2]] = block.reshape(n_seg, -1)
 
     def project_atoms(
         self,

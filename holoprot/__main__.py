@@ -1,0 +1,3 @@
+from holoprot.cli import main
+
+main()

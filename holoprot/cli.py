@@ -1,0 +1,193 @@
+"""The `holoprot` command line: a thin Typer layer over the Python API.
+
+Exit codes: 0 success; 1 an error (one line on stderr, nothing written); 3 finished with
+`--skip-errors` but some inputs were skipped (they are listed; the output holds all the others).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from holoprot.errors import HoloprotError
+
+app = typer.Typer(
+    name="holoprot",
+    help="Rotation-invariant embeddings of protein residue microenvironments (Holographic-(V)AE).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True)
+
+EXIT_SKIPPED = 3
+
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Structure files (.pdb/.ent/.cif/.mmcif, .gz too), directories, globs or @list.txt."
+    ),
+]
+SkipErrorsOpt = Annotated[
+    bool, typer.Option("--skip-errors", help="Skip unreadable inputs, list them at the end.")
+]
+ModelOpt = Annotated[
+    int | None, typer.Option("--model", help="Model number to read (default: the first).")
+]
+RadiusOpt = Annotated[float, typer.Option("--radius", help="Neighbourhood radius, Å.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="Parsing/projection processes (default: CPUs; 0 = in-process)."),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Keep rows already in OUTPUT or left by a killed run."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from holoprot import __version__
+
+        typer.echo(f"holoprot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Rotation-invariant embeddings of protein residue microenvironments (Holographic-(V)AE)."""
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with status 1."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn HoloprotError (and Ctrl-C) into a one-line message and a non-zero exit."""
+    try:
+        yield
+    except HoloprotError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        stderr.print("interrupted; rerun with --resume to continue", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def progress_bar(total: int, what: str) -> Progress:
+    """A rich progress bar on stderr, silent when stderr is not a terminal or total ≤ 1."""
+    return Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=stderr,
+        transient=True,
+        disable=total <= 1 or not sys.stderr.isatty(),
+    )
+
+
+def report_skipped(failures: list[tuple[str, str]]) -> None:
+    """List skipped inputs and exit with EXIT_SKIPPED, if there are any."""
+    if not failures:
+        return
+    stderr.print(f"[yellow]skipped {len(failures)} input(s):[/]", highlight=False)
+    for _, message in failures:
+        stderr.print(f"  {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_SKIPPED)
+
+
+def check_output_path(output: Path) -> Path:
+    """The output file must be in an existing folder and not be a folder itself."""
+    if output.is_dir():
+        raise HoloprotError(f"{output}: is a directory, expected an output file name")
+    if not output.parent.is_dir():
+        raise HoloprotError(f"{output.parent}: output folder does not exist")
+    return output
+
+
+@app.command()
+def zernike(
+    inputs: InputsArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
+    model: ModelOpt = None,
+    radius: RadiusOpt = 10.0,
+    lmax: Annotated[int, typer.Option(help="Highest spherical-harmonic degree.")] = 6,
+    nmax: Annotated[int, typer.Option(help="Highest radial order.")] = 20,
+    channels: Annotated[str, typer.Option(help="Element channels, comma-separated.")] = "C,N,O,S",
+    workers: WorkersOpt = None,
+    skip_errors: SkipErrorsOpt = False,
+    resume: ResumeOpt = False,
+) -> None:
+    """Project every residue's neighbourhood onto 3D Zernike functions; one Parquet row each."""
+    from holoprot.inputs import expand_inputs
+    from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
+    from holoprot.tables import (
+        IDENTITY_SCHEMA,
+        ResidueTableWriter,
+        file_metadata,
+        vector_array,
+        vector_field,
+    )
+    from holoprot.zernike import ZernikeBasis
+
+    with user_errors():
+        check_output_path(output)
+        try:
+            basis = ZernikeBasis(lmax, nmax, radius, tuple(c.strip() for c in channels.split(",")))
+        except ValueError as exc:
+            raise HoloprotError(f"invalid basis: {exc}") from exc
+        paths = [str(p) for p in expand_inputs(inputs)]
+        settings = ProjectionSettings(basis=basis, radius=radius, model=model)
+        schema = pa.schema([*IDENTITY_SCHEMA, vector_field("coefficients", basis.dim)])
+        meta = file_metadata({"basis": basis.metadata(), "radius": radius, "model": model})
+        writer = ResidueTableWriter(output, schema, meta, resume=resume)
+        todo = [p for p in paths if p not in writer.done]
+        failures: list[tuple[str, str]] = []
+        residues = 0
+        with progress_bar(len(todo), "zernike") as bar:
+            task = bar.add_task("files", total=len(todo), rate="")
+            for item in iter_projected(todo, settings, workers=workers):
+                bar.advance(task)
+                if isinstance(item, FailedInput):
+                    if not skip_errors:
+                        raise HoloprotError(item.message)
+                    failures.append((item.source, item.message))
+                    continue
+                table = item.identity.append_column(
+                    vector_field("coefficients", basis.dim), [vector_array(item.coefficients)]
+                )
+                writer.write(table)
+                residues += table.num_rows
+                bar.update(task, rate=f"{residues} residues")
+        rows = writer.commit(paths)
+        stderr.print(f"wrote {rows} residues to {output}", highlight=False)
+        report_skipped(failures)
+
+
+def main() -> None:
+    """Entry point for `python -m holoprot`."""
+    app()
