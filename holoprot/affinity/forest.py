@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / MODEL_FILE
-    skops.io.dump(list(model.forests_), model_path)
+    skops.io.dump(list(model.forests_), model_path, compression=zipfile.ZIP_DEFLATED)
     record = dict(metadata) | {
         "model_file": MODEL_FILE,
         "model_sha256": sha256_file(model_path),

@@ -1,0 +1,509 @@
+"""`holoprot train-affinity` and `holoprot predict-affinity`, added to an app by `register`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.text import Text
+
+from holoprot.affinity import features as feats
+from holoprot.affinity import splits as sp
+from holoprot.affinity.dataset import (
+    ComplexFiles,
+    Failure,
+    discover,
+    join_labels,
+    parse_pair,
+    read_manifest,
+)
+from holoprot.affinity.forest import METADATA_FILE, ForestEnsemble, load_forest, save_forest
+from holoprot.affinity.index import find_index_files, read_core_ids, read_labels
+from holoprot.affinity.metrics import bootstrap_intervals, regression_metrics
+from holoprot.affinity.report import metrics_table, scatter_plot, write_failures, write_json
+from holoprot.errors import HoloprotError, InputError
+
+console = Console(stderr=True)
+EXIT_SKIPPED = 3  # as in holoprot.cli: finished, but some inputs were skipped (listed on stderr)
+
+
+class FeatureChoice(str, Enum):
+    hae = "hae"
+    counts = "counts"
+    both = "both"
+
+
+class SplitChoice(str, Enum):
+    random = "random"
+    kfold = "kfold"
+
+
+class AggregateChoice(str, Enum):
+    sum = "sum"
+    mean = "mean"
+    sum_count = "sum+count"
+
+
+class GridChoice(str, Enum):
+    reference = "reference"
+    small = "small"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _print_line(text: Text) -> None:
+    """One unwrapped line on stderr (file names and messages are never markup)."""
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temp folder beside `out` that replaces `out` only if the block succeeds."""
+    out = out.resolve()
+    if out.exists() and not overwrite:
+        raise InputError(out, "already exists (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        yield work
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(work, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+
+
+def _load_complexes(
+    data: Path | None,
+    manifest: Path | None,
+    index: Sequence[Path] | None,
+    keep_inequalities: bool,
+) -> tuple[list[ComplexFiles], list[Failure], list[Path]]:
+    """Complexes with labels joined, the failures so far, and the index files used."""
+    if manifest is None and data is not None and data.is_file() and data.suffix.lower() == ".csv":
+        manifest, data = data, None
+    if manifest is not None:
+        complexes, failures = read_manifest(manifest)
+    elif data is not None:
+        complexes, failures = discover(data)
+    else:
+        raise InputError("DATA", "give a PDBbind-layout folder or --manifest CSV")
+    index_files = list(index) if index else find_index_files(data) if data is not None else []
+    if index_files:
+        labels, rejected = read_labels(index_files, keep_inequalities=keep_inequalities)
+        complexes = join_labels(complexes, labels["neglog_affinity"].to_dict())
+        reasons = rejected["reason"].to_dict()
+    else:
+        reasons = {}
+    labelled = []
+    for c in complexes:
+        if c.label is not None:
+            labelled.append(c)
+        else:
+            problem = reasons.get(c.id, "no label in the manifest or index files")
+            failures.append(Failure(c.id, "label", problem))
+    if not labelled:
+        raise InputError(manifest or data, f"no labelled complexes ({len(failures)} skipped)")
+    return labelled, failures, index_files
+
+
+def _make_splits(
+    ids: list[str],
+    table_splits: Sequence[str | None],
+    *,
+    split_dir: Path | None,
+    test_ids: Path | None,
+    split: SplitChoice | None,
+    k_folds: int,
+    index_files: Sequence[Path],
+    seed: int,
+) -> list[sp.Split]:
+    """The split (or k folds) for the featurised ids; see `train_affinity` for the default."""
+    chosen = [x for x in (split_dir, test_ids, split) if x is not None]
+    if len(chosen) > 1:
+        raise InputError("--split-dir/--test-ids/--split", "give at most one split option")
+    if split_dir is not None:
+        return [sp.from_split_dir(ids, split_dir, seed=seed)]
+    if test_ids is not None:
+        return [
+            sp.held_out(
+                ids, sp.read_id_list(test_ids), method=f"test ids from {test_ids.name}", seed=seed
+            )
+        ]
+    if split is SplitChoice.kfold:
+        return sp.kfold_splits(ids, k_folds, seed=seed)
+    if split is SplitChoice.random:
+        return [sp.random_split(ids, seed=seed)]
+    if any(s is not None for s in table_splits):
+        return [sp.from_column(dict(zip(ids, table_splits, strict=True)), seed=seed)]
+    core = set(read_core_ids(index_files)) & set(ids)
+    if core:
+        return [sp.held_out(ids, core, method="CASF core set as test", seed=seed)]
+    return [sp.random_split(ids, seed=seed)]
+
+
+def _evaluate(
+    model: ForestEnsemble, table: feats.FeatureTable, kind: str, split: sp.Split, seed: int
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics per split part (test with bootstrap 95% CIs) and a predictions frame."""
+    metrics: dict[str, Any] = {}
+    frames = []
+    for part in sp.PARTS:
+        ids = list(getattr(split, part))
+        rows = table.rows(ids)
+        y = table.labels[rows]
+        pred = model.predict(table.features[kind][rows]) if ids else np.zeros(0)
+        metrics[part] = regression_metrics(y, pred)
+        if part == "test":
+            metrics[part]["ci95"] = bootstrap_intervals(y, pred, random_state=seed)
+        frames.append(pd.DataFrame({"id": ids, "split": part, "label": y, "prediction": pred}))
+    return metrics, pd.concat(frames, ignore_index=True)
+
+
+def _fit(
+    table: feats.FeatureTable,
+    kind: str,
+    split: sp.Split,
+    grid: str,
+    n_forests: int,
+    seed: int,
+) -> ForestEnsemble:
+    train, val = table.rows(list(split.train)), table.rows(list(split.val))
+    X = table.features[kind]
+    model = ForestEnsemble(grid=grid, n_forests=n_forests, random_state=seed, n_jobs=-1)
+    return model.fit(
+        X[train],
+        table.labels[train],
+        X_val=X[val] if len(val) else None,
+        y_val=table.labels[val] if len(val) else None,
+    )
+
+
+def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
+    progress = Progress(console=console, transient=True, disable=not console.is_terminal)
+    task = progress.add_task(label, total=total)
+    return progress, lambda: progress.advance(task)
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def train_affinity(
+    data: Annotated[
+        Path | None, typer.Argument(help="PDBbind-layout folder (or a manifest CSV).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (written atomically).")] = ...,
+    manifest: Annotated[
+        Path | None, typer.Option(help="CSV: id, protein, ligand[, label, split, pocket].")
+    ] = None,
+    index: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="PDBbind index / CoreSet.dat files (default: found in DATA and DATA/index)."
+        ),
+    ] = None,
+    split_dir: Annotated[
+        Path | None, typer.Option(help="Folder with train/val/test id lists.")
+    ] = None,
+    test_ids: Annotated[Path | None, typer.Option(help="Id list held out as the test set.")] = None,
+    split: Annotated[
+        SplitChoice | None, typer.Option(help="Seeded random 80/10/10 or k-fold.")
+    ] = None,
+    k_folds: Annotated[int, typer.Option(help="Folds for --split kfold.")] = 5,
+    features: Annotated[
+        FeatureChoice, typer.Option(help="hae latents, RF-Score counts, or both.")
+    ] = FeatureChoice.hae,
+    weights: Annotated[str, typer.Option(help="H-(V)AE weights name or file.")] = "default",
+    pocket_cutoff: Annotated[
+        float, typer.Option(help="Å, pocket = residues with Cα this close to the ligand.")
+    ] = 6.0,
+    aggregate: Annotated[
+        AggregateChoice, typer.Option(help="Pocket latents → complex vector.")
+    ] = AggregateChoice.sum,
+    n_forests: Annotated[int, typer.Option(help="Forests in the bootstrap ensemble.")] = 10,
+    grid: Annotated[GridChoice, typer.Option(help="Random-forest grid.")] = GridChoice.reference,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
+    ] = None,
+    keep_inequalities: Annotated[
+        bool, typer.Option(help="Keep <, > labels at their bound.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of splits, resamples and forests.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Train a random-forest affinity model (−log10 Kd/Ki) on H-(V)AE pocket embeddings.
+
+    With no split option: a `split` column if the manifest has one, else the CASF core complexes as
+    test when CoreSet.dat is among the index files, else a seeded random 80/10/10 split; validation
+    (for the grid search) is carved from training when the split gives none.
+    """
+    try:
+        if out.resolve().exists() and not overwrite:
+            raise InputError(out, "already exists (pass --overwrite to replace it)")
+        complexes, failures, index_files = _load_complexes(data, manifest, index, keep_inequalities)
+        kinds = ["hae", "counts"] if features is FeatureChoice.both else [features.value]
+        embedder = feats.load_embedder(weights, device) if "hae" in kinds else None
+        cache = feats.EmbeddingCache(cache_dir or feats.default_cache_dir())
+        progress, tick = _progress(len(complexes), "featurising")
+        with progress:
+            table = feats.featurise(
+                complexes,
+                kinds,
+                embedder=embedder,
+                pocket_cutoff=pocket_cutoff,
+                how=aggregate.value,
+                cache=cache,
+                progress=tick,
+            )
+        failures += table.failures
+        if len(table.ids) < 3:
+            raise HoloprotError(
+                f"only {len(table.ids)} complexes could be featurised; need 3 or more"
+            )
+        console.print(
+            f"{len(table.ids)} complexes featurised, {len(failures)} skipped"
+            + (f"; embedded {table.n_embedded}, from cache {table.n_cached}" if embedder else "")
+        )
+        splits = _make_splits(
+            table.ids,
+            table.splits,
+            split_dir=split_dir,
+            test_ids=test_ids,
+            split=split,
+            k_folds=k_folds,
+            index_files=index_files,
+            seed=seed,
+        )
+        if split is SplitChoice.kfold:  # the saved model is refitted on everything
+            splits.append(
+                sp.held_out(table.ids, [], method="all complexes (final model)", seed=seed)
+            )
+        run_info = {
+            "features": features.value,
+            "pocket_cutoff": pocket_cutoff,
+            "aggregate": aggregate.value if "hae" in kinds else None,
+            "weights_name": embedder.weights_name if embedder else None,
+            "weights_sha256": embedder.weights_sha256 if embedder else None,
+            "index_files": [p.name for p in index_files],
+            "keep_inequalities": keep_inequalities,
+            "seed": seed,
+            "n_complexes": len(table.ids),
+            "n_skipped": len(failures),
+            "n_embedded": table.n_embedded,
+            "n_embeddings_from_cache": table.n_cached,
+            "embedding_seconds_per_complex": table.embed_seconds / table.n_embedded
+            if table.n_embedded
+            else None,
+        }
+        summary: dict[str, Any] = {"run": run_info}
+        with atomic_folder(out, overwrite) as work:
+            write_failures(work / "skipped.csv", failures)
+            for kind in kinds:
+                summary[kind] = _train_kind(
+                    work / kind,
+                    table,
+                    kind,
+                    splits,
+                    grid.value,
+                    n_forests,
+                    seed,
+                    run_info
+                    | {
+                        "features": kind,
+                        "aggregate": aggregate.value if kind == "hae" else None,
+                        "weights_name": run_info["weights_name"] if kind == "hae" else None,
+                        "weights_sha256": run_info["weights_sha256"] if kind == "hae" else None,
+                    },
+                )
+            write_json(work / "metrics.json", summary)
+        for kind in kinds:
+            shown = summary[kind].get("pooled_test") or summary[kind]
+            console.print(metrics_table({kind: shown}, f"{kind}: {summary[kind]['split']}"))
+        console.print(f"wrote {out}")
+    except HoloprotError as exc:
+        _print_line(Text.assemble(("error: ", "red"), str(exc)))
+        raise typer.Exit(1) from None
+
+
+def _train_kind(
+    folder: Path,
+    table: feats.FeatureTable,
+    kind: str,
+    splits: list[sp.Split],
+    grid: str,
+    n_forests: int,
+    seed: int,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit, evaluate and save one feature kind; returns its metrics record."""
+    folder.mkdir()
+    extra = {"n_pocket": table.n_pocket} if kind == "hae" else {}
+    side = pd.DataFrame({"id": table.ids, "ligand_source": table.ligand_source} | extra)
+    if len(splits) == 1:
+        model = _fit(table, kind, splits[0], grid, n_forests, seed)
+        metrics, predictions = _evaluate(model, table, kind, splits[0], seed)
+        record = metrics | {"split": splits[0].method, "best_params": model.best_params_}
+        final_split = splits[0]
+    else:  # k folds, then a final model on all complexes
+        folds, frames = [], []
+        for number, fold in enumerate(splits[:-1], start=1):
+            model = _fit(table, kind, fold, grid, n_forests, seed)
+            metrics, predictions = _evaluate(model, table, kind, fold, seed)
+            folds.append(metrics | {"split": fold.method, "best_params": model.best_params_})
+            frames.append(predictions[predictions["split"] == "test"].assign(fold=number))
+        predictions = pd.concat(frames, ignore_index=True)
+        pooled = regression_metrics(predictions["label"], predictions["prediction"])
+        pooled["ci95"] = bootstrap_intervals(
+            predictions["label"], predictions["prediction"], random_state=seed
+        )
+        final_split = splits[-1]
+        model = _fit(table, kind, final_split, grid, n_forests, seed)
+        record = {
+            "split": f"{len(folds)}-fold cross-validation (seed {seed})",
+            "folds": folds,
+            "pooled_test": {"test": pooled},
+            "final_model": final_split.method,
+        }
+    predictions = predictions.merge(side, on="id", how="left")
+    predictions.to_csv(folder / "predictions.csv", index=False, float_format="%.4f")
+    scatter_plot(folder / "scatter.png", predictions, f"{kind}: {record['split']}")
+    write_json(folder / "metrics.json", record)
+    save_forest(model, folder, info | {"split": final_split.to_json()})
+    return record
+
+
+def _resolve_model_dir(model_dir: Path) -> Path:
+    if (model_dir / METADATA_FILE).is_file():
+        return model_dir
+    found = sorted(p.parent for p in model_dir.glob(f"*/{METADATA_FILE}"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(model_dir, f"no {METADATA_FILE}: not a train-affinity output")
+    names = ", ".join(p.name for p in found)
+    raise InputError(model_dir, f"holds {len(found)} models ({names}): name one of them")
+
+
+def _complexes_from_args(items: Sequence[str]) -> tuple[list[ComplexFiles], list[Failure]]:
+    complexes: list[ComplexFiles] = []
+    failures: list[Failure] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found, failed = discover(path)
+            if not found and not failed:
+                raise InputError(path, "no <id>_protein/pocket.pdb + <id>_ligand.sdf/mol2 found")
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            found, failed = read_manifest(path)
+        elif ":" in item:
+            found, failed = [parse_pair(item)], []
+        else:
+            raise InputError(item, "not a complex folder, manifest CSV or PROTEIN:LIGAND pair")
+        complexes += found
+        failures += failed
+    ids = [c.id for c in complexes]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise InputError(", ".join(duplicated[:5]), "complex id given more than once")
+    return complexes, failures
+
+
+def predict_affinity(
+    model_dir: Annotated[
+        Path, typer.Argument(help="A train-affinity output folder (or one model in it).")
+    ],
+    complexes: Annotated[
+        list[str], typer.Argument(help="Complex folders, PROTEIN:LIGAND pairs or manifest CSVs.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="CSV file (default: stdout).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
+) -> None:
+    """Predict −log10 affinity with a saved model (refuses other weights or a modified model)."""
+    try:
+        folder = _resolve_model_dir(model_dir)
+        model, meta = load_forest(folder)
+        kind = meta["features"]
+        embedder = None
+        if kind == "hae":
+            embedder = feats.load_embedder(meta["weights_name"], device)
+            if embedder.weights_sha256 != meta["weights_sha256"]:
+                raise InputError(
+                    folder / METADATA_FILE,
+                    f"model was trained with weights {meta['weights_name']} sha256 "
+                    f"{meta['weights_sha256'][:12]}…, but those weights now have sha256 "
+                    f"{embedder.weights_sha256[:12]}…: refusing to predict",
+                )
+        items, failures = _complexes_from_args(complexes)
+        start = time.perf_counter()
+        table = feats.featurise(
+            items,
+            [kind],
+            embedder=embedder,
+            pocket_cutoff=meta["pocket_cutoff"],
+            how=meta.get("aggregate") or "sum",
+            cache=feats.EmbeddingCache(cache_dir or feats.default_cache_dir()),
+        )
+        failures += table.failures
+        for failure in failures:
+            _print_line(Text(f"skipped {failure.id} ({failure.stage}): {failure.problem}"))
+        if not table.ids:
+            raise HoloprotError(
+                f"none of the {len(items) + len(failures)} complexes could be featurised"
+            )
+        each = model.predict_each(table.features[kind])
+        frame = pd.DataFrame(
+            {
+                "id": table.ids,
+                "prediction": each.mean(axis=0),
+                "forest_std": each.std(axis=0),
+                "label": table.labels,
+                "ligand_source": table.ligand_source,
+            }
+        )
+        if output is None:
+            frame.to_csv(sys.stdout, index=False, float_format="%.4f")
+        else:
+            frame.to_csv(output, index=False, float_format="%.4f")
+        console.print(
+            f"{len(table.ids)} predicted, {len(failures)} skipped "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        if failures:
+            raise typer.Exit(EXIT_SKIPPED)
+    except HoloprotError as exc:
+        _print_line(Text.assemble(("error: ", "red"), str(exc)))
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train-affinity` and `predict-affinity` to `app`."""
+    app.command("train-affinity")(train_affinity)
+    app.command("predict-affinity")(predict_affinity)

@@ -1,0 +1,111 @@
+"""Outputs of a training run: metrics.json, predictions.csv, a scatter PNG and a rich table."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from holoprot.affinity.dataset import Failure
+from holoprot.affinity.metrics import METRICS
+
+PART_COLOURS = {"train": "#9e9e9e", "val": "#1f77b4", "test": "#d62728"}
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/inf → None, numpy scalars/arrays → Python, recursively (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Write `record` as indented strict JSON (NaN written as null)."""
+    Path(path).write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
+
+
+def write_failures(path: str | Path, failures: list[Failure]) -> None:
+    """`skipped.csv`: id, stage, problem for every complex left out."""
+    frame = pd.DataFrame([vars(f) for f in failures], columns=["id", "stage", "problem"])
+    frame.to_csv(path, index=False)
+
+
+def scatter_plot(path: str | Path, predictions: pd.DataFrame, title: str) -> None:
+    """Predicted vs measured −log10 affinity PNG, one colour per split part, with y = x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.0, 5.0), dpi=120)
+    try:
+        for part, colour in PART_COLOURS.items():
+            rows = predictions[predictions["split"] == part]
+            if len(rows):
+                axes.scatter(
+                    rows["label"],
+                    rows["prediction"],
+                    s=12,
+                    alpha=0.7,
+                    color=colour,
+                    label=f"{part} (n={len(rows)})",
+                )
+        values = predictions[["label", "prediction"]].to_numpy(dtype=float)
+        low, high = np.nanmin(values) - 0.5, np.nanmax(values) + 0.5
+        axes.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axes.set(
+            xlim=(low, high),
+            ylim=(low, high),
+            aspect="equal",
+            xlabel="measured −log10 K (M)",
+            ylabel="predicted −log10 K (M)",
+        )
+        axes.set_title(title, fontsize=9, wrap=True)
+        axes.legend(loc="upper left", fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+
+
+def _cell(value: float | None, interval: tuple[float, float] | None = None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    text = f"{value:.3f}"
+    if interval is not None and all(v is not None and math.isfinite(v) for v in interval):
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return text
+
+
+def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
+    """Rich table of {features: {part: metrics(+ 'ci95' for test)}}."""
+    table = Table(title=title)
+    table.add_column("features")
+    table.add_column("part")
+    table.add_column("n", justify="right")
+    for name in METRICS:
+        table.add_column(
+            name.upper() if name in ("rmse", "mae") else name.capitalize(), justify="right"
+        )
+    for kind, parts in results.items():
+        for part in ("train", "val", "test"):
+            row = parts.get(part)
+            if not row or not row.get("n"):
+                continue
+            ci = row.get("ci95", {})
+            table.add_row(
+                kind, part, str(row["n"]), *(_cell(row[name], ci.get(name)) for name in METRICS)
+            )
+    return table

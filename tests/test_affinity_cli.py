@@ -1,0 +1,286 @@
+"""train-affinity / predict-affinity end to end on the 4-complex fixture (tests/data/affinity).
+
+`hae` runs use `ElementCountEmbedder`, a test double with the `holoprot.embed.Embedder` interface
+whose latents are per-neighbourhood element counts, so the pipeline (pocket, neighbourhoods with
+ligand atoms, cache, aggregation, forests) is exercised for real without model weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from holoprot.affinity import features
+from holoprot.affinity.commands import register
+
+FIXTURE = Path(__file__).parent / "data" / "affinity"
+FAST = ["--grid", "small", "--n-forests", "2"]
+
+
+class ElementCountEmbedder:
+    """Test double: latent = counts of C, N, O, S atoms and all atoms in each neighbourhood."""
+
+    weights_name = "test-double"
+    latent_dim = 5
+
+    def __init__(self, sha256: str = "ab" * 32) -> None:
+        self.weights_sha256 = sha256
+        self.calls = 0
+
+    def embed_neighborhoods(self, nbh) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(nbh), self.latent_dim), dtype=np.float32)
+        for i in range(len(nbh)):
+            element = nbh.element[nbh.offsets[i] : nbh.offsets[i + 1]]
+            out[i, :4] = [np.sum(element == e) for e in ("C", "N", "O", "S")]
+            out[i, 4] = len(element)
+        return out
+
+
+@pytest.fixture
+def embedder(monkeypatch):
+    double = ElementCountEmbedder()
+    monkeypatch.setattr(features, "load_embedder", lambda weights, device: double)
+    return double
+
+
+@pytest.fixture(scope="module")
+def app():
+    application = typer.Typer()
+    register(application)
+    return application
+
+
+def invoke(app, *args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_counts_end_to_end_and_predict_roundtrip(app, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(app, "train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "counts" in result.output and "RMSE" in result.output
+    for name in ("forest.skops", "forest.json", "predictions.csv", "scatter.png", "metrics.json"):
+        assert (out / "counts" / name).is_file(), name
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["run"]["n_complexes"] == 4 and summary["run"]["n_skipped"] == 0
+    record = summary["counts"]
+    assert record["split"].startswith("random 0.8/0.1/0.1 (seed 0)")
+    assert {record[p]["n"] for p in ("train", "val", "test")} == {2, 1}
+    assert set(record["test"]["ci95"]) == {"rmse", "mae", "pearson", "spearman"}
+    meta = json.loads((out / "counts" / "forest.json").read_text())
+    assert meta["features"] == "counts" and meta["pocket_cutoff"] == 6.0
+    assert len(set(meta["forest"]["seeds"])) == 2
+    assert sorted(meta["split"]["train"] + meta["split"]["val"] + meta["split"]["test"]) == [
+        "1a28", "1gbt", "1hvr", "4zhl",
+    ]  # fmt: skip
+    trained = pd.read_csv(out / "counts" / "predictions.csv").set_index("id")
+    assert trained.loc["1hvr", "label"] == pytest.approx(9.5086)  # Ki=0.31nM
+
+    result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    again = pd.read_csv(tmp_path / "p.csv").set_index("id")
+    assert again.loc["1hvr", "prediction"] == trained.loc["1hvr", "prediction"]  # identical
+
+    pair = f"{FIXTURE / '1a28' / '1a28_pocket.pdb'}:{FIXTURE / '1a28' / '1a28_ligand.sdf'}"
+    result = invoke(app, "predict-affinity", out / "counts", pair)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("id,prediction,forest_std")
+    assert result.stdout.splitlines()[1].startswith(f"1a28,{trained.loc['1a28', 'prediction']:.4f}")
+
+
+def test_tampered_model_is_refused(app, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        invoke(
+            app, "train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out
+        ).exit_code
+        == 0
+    )
+    meta_path = out / "counts" / "forest.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model_sha256"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr")
+    assert result.exit_code == 1
+    assert "sha256 does not match forest.json" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeypatch):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    args = ["train-affinity", FIXTURE, "--features", "both", "--cache-dir", cache, *FAST]
+    result = invoke(app, *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert embedder.calls == 4 and len(list(cache.glob("*.npz"))) == 4
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["run"]["n_embedded"] == 4
+    assert summary["hae"]["test"]["n"] == summary["counts"]["test"]["n"] == 1
+    hae_meta = json.loads((out / "hae" / "forest.json").read_text())
+    assert hae_meta["weights_sha256"] == embedder.weights_sha256
+    assert hae_meta["aggregate"] == "sum"
+    for name in ("hae", "counts"):
+        meta = json.loads((out / name / "forest.json").read_text())
+        assert meta["split"]["test"] == hae_meta["split"]["test"]  # same split for both
+
+    # other forest settings and aggregation: nothing is re-embedded
+    result = invoke(
+        app, *args, "--n-forests", "3", "--aggregate", "sum+count", "--out", out, "--overwrite"
+    )
+    assert result.exit_code == 0, result.output
+    assert embedder.calls == 4
+    assert json.loads((out / "metrics.json").read_text())["run"]["n_embeddings_from_cache"] == 4
+    assert json.loads((out / "hae" / "forest.json").read_text())["n_features"] == 6
+
+    result = invoke(app, "predict-affinity", out, FIXTURE / "1gbt")
+    assert result.exit_code == 1 and "holds 2 models (counts, hae)" in result.output
+    result = invoke(app, "predict-affinity", out / "hae", FIXTURE, "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 5
+
+    other = ElementCountEmbedder(sha256="cd" * 32)
+    monkeypatch.setattr(features, "load_embedder", lambda weights, device: other)
+    result = invoke(app, "predict-affinity", out / "hae", FIXTURE / "1gbt")
+    assert result.exit_code == 1
+    assert "trained with weights test-double" in result.output and other.calls == 0
+
+
+def test_core_set_is_the_default_test_set(app, tmp_path):
+    core = tmp_path / "CoreSet.dat"
+    core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
+    index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
+    out = tmp_path / "run"
+    result = invoke(
+        app, "train-affinity", FIXTURE, "--index", index, "--index", core,
+        "--features", "counts", *FAST, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "counts" / "forest.json").read_text())
+    assert meta["split"]["test"] == ["1hvr"]
+    assert meta["split"]["method"].startswith("CASF core set as test")
+    assert len(meta["split"]["val"]) == 1  # carved from training
+
+
+def _manifest(tmp_path, rows):
+    path = tmp_path / "manifest.csv"
+    lines = ["id,protein,ligand,label,split"]
+    for complex_id, pdb_id, label, split in rows:
+        structure = next((FIXTURE / pdb_id).glob("*_p*.pdb"))
+        ligand = FIXTURE / pdb_id / f"{pdb_id}_ligand.sdf"
+        lines.append(f"{complex_id},{structure},{ligand},{label},{split}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_manifest_split_column_kfold_and_skipped_complexes(app, tmp_path):
+    pdb_ids = ["1hvr", "1a28", "1gbt", "4zhl"] * 2
+    rows = [(f"c{i}", p, 5.0 + i / 2, "train" if i < 6 else "test") for i, p in enumerate(pdb_ids)]
+    manifest = _manifest(tmp_path, rows)
+    with open(manifest, "a") as handle:
+        handle.write(
+            f"broken,{FIXTURE / '1hvr' / '1hvr_protein.pdb'},{tmp_path / 'none.sdf'},7.0,train\n"
+        )
+    out = tmp_path / "run"
+    result = invoke(
+        app, "train-affinity", "--manifest", manifest, "--features", "counts", *FAST, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "counts" / "forest.json").read_text())
+    assert meta["split"]["test"] == ["c6", "c7"] and meta["split"]["method"].startswith(
+        "split column"
+    )
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert list(skipped["id"]) == ["broken"] and "file not found" in skipped["problem"][0]
+
+    out2 = tmp_path / "cv"
+    result = invoke(
+        app, "train-affinity", "--manifest", manifest, "--split", "kfold", "--k-folds", "2",
+        "--features", "counts", *FAST, "--out", out2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((out2 / "counts" / "metrics.json").read_text())
+    assert len(record["folds"]) == 2 and record["pooled_test"]["test"]["n"] == 8
+    predictions = pd.read_csv(out2 / "counts" / "predictions.csv")
+    assert sorted(predictions["id"]) == sorted(f"c{i}" for i in range(8))
+    final = json.loads((out2 / "counts" / "forest.json").read_text())
+    assert final["split"]["test"] == [] and len(final["split"]["train"]) == 7
+
+
+def test_bad_input_is_one_line_and_writes_nothing(app, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,protein,ligand,label\n../../escape,a.pdb,b.sdf,1\n")
+    out = tmp_path / "run"
+    result = invoke(
+        app, "train-affinity", "--manifest", manifest, "--features", "counts", "--out", out
+    )
+    assert result.exit_code == 1
+    assert "invalid complex id" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+    out.mkdir()
+    result = invoke(app, "train-affinity", FIXTURE, "--features", "counts", "--out", out)
+    assert result.exit_code == 1 and "already exists" in result.output
+
+    result = invoke(app, "predict-affinity", tmp_path, "x.pdb:y.sdf")
+    assert result.exit_code == 1 and "not a train-affinity output" in result.output
+
+
+def test_unlabelled_and_unreadable_complexes_are_reported(app, tmp_path):
+    data = tmp_path / "data"
+    for pdb_id in ("1hvr", "1a28", "1gbt", "4zhl"):
+        shutil.copytree(FIXTURE / pdb_id, data / pdb_id)
+    (data / "5xyz").mkdir()
+    shutil.copy(FIXTURE / "1a28" / "1a28_pocket.pdb", data / "5xyz" / "5xyz_pocket.pdb")
+    (data / "5xyz" / "5xyz_ligand.sdf").write_text("garbage\n")
+    index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
+    (data / "index").mkdir()
+    (data / "index" / "INDEX_x").write_text(
+        index.read_text() + "5xyz  2.00  2000  5.00  Kd=10uM  // x (y)\n"
+        "6xyz  2.00  2000  5.00  Kd>10uM  // x (y)\n"
+    )
+    (data / "6xyz").mkdir()
+    shutil.copy(FIXTURE / "1a28" / "1a28_pocket.pdb", data / "6xyz" / "6xyz_pocket.pdb")
+    shutil.copy(FIXTURE / "1a28" / "1a28_ligand.sdf", data / "6xyz" / "6xyz_ligand.sdf")
+    out = tmp_path / "run"
+    result = invoke(app, "train-affinity", data, "--features", "counts", *FAST, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "4 complexes featurised, 2 skipped" in result.output
+    skipped = pd.read_csv(out / "skipped.csv").set_index("id")
+    assert skipped.loc["5xyz", "stage"] == "ligand"
+    assert skipped.loc["6xyz", "problem"] == "censored label Kd>10uM"
+
+    result = invoke(app, "predict-affinity", out, data)
+    assert result.exit_code == 3  # predictions written, some complexes skipped
+    assert "skipped 5xyz (ligand)" in result.stderr
+    assert sorted(line.split(",")[0] for line in result.stdout.splitlines()[1:]) == [
+        "1a28", "1gbt", "1hvr", "4zhl", "6xyz",
+    ]  # fmt: skip
+
+
+def test_counts_features_never_import_torch():
+    """torch loads only when an Embedder is built. (skops itself imports it while saving or
+    loading a model, through sklearn's array-API shims; that is outside this package.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import holoprot.affinity.commands\n"
+        "from holoprot.affinity.dataset import discover\n"
+        "from holoprot.affinity.features import featurise\n"
+        f"complexes, _ = discover({str(FIXTURE)!r})\n"
+        "table = featurise(complexes, ['counts'])\n"
+        "assert table.features['counts'].shape == (4, 36)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
