@@ -148,17 +148,19 @@ def gram_schmidt_frame(v: Tensor) -> Tensor:
 
 
 def _split(x: Tensor, irreps: dict[int, int]) -> Feature:
+    """Flat ``(B, dim)`` (channel, then m) → ``{l: (2l+1, B, mul)}``."""
     out: Feature = {}
     start = 0
     for l, mul in irreps.items():
         d = 2 * l + 1
-        out[l] = x[:, start : start + mul * d].reshape(x.shape[0], mul, d)
+        out[l] = x[:, start : start + mul * d].reshape(x.shape[0], mul, d).permute(2, 0, 1)
         start += mul * d
     return out
 
 
 def _merge(h: Feature) -> Tensor:
-    return torch.cat([h[l].reshape(h[l].shape[0], -1) for l in sorted(h)], dim=1)
+    """``{l: (2l+1, B, mul)}`` → flat ``(B, dim)``."""
+    return torch.cat([h[l].permute(1, 2, 0).reshape(h[l].shape[1], -1) for l in sorted(h)], 1)
 
 
 class HVAE(nn.Module):
@@ -217,10 +219,10 @@ class HVAE(nn.Module):
         h = self.initial_projection(_split(x, self.config.irreps))
         for block in self.encoder_blocks:
             h = block(h)
-        invariants = h[0].squeeze(-1)
+        invariants = h[0][0]
         z_mean = self.encoder_mean(invariants)
         z_log_var = None if self.encoder_log_var is None else self.encoder_log_var(invariants)
-        vectors = self.frame_learner({1: h[1]})[1]
+        vectors = self.frame_learner({1: h[1]})[1].permute(1, 2, 0)  # (B, 2, 3)
         return z_mean, z_log_var, gram_schmidt_frame(vectors), vectors
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -232,8 +234,8 @@ class HVAE(nn.Module):
     def decode(self, z: Tensor, frame: Tensor) -> Tensor:
         """``z (B, latent)``, ``frame (B, 3, 3)`` → recon ``(B, dim)`` in normalised units."""
         h: Feature = {
-            0: self.decoder_bottleneck(z).unsqueeze(-1),
-            1: self.first_decoder_projection({1: frame})[1],
+            0: self.decoder_bottleneck(z).unsqueeze(0),
+            1: self.first_decoder_projection({1: frame.permute(2, 0, 1)})[1],
         }
         for block in self.decoder_blocks:
             h = block(h)

@@ -1,7 +1,9 @@
 """Equivariant layers of the H-(V)AE, acting on dicts of spherical tensors.
 
-A feature is a dict ``{l: Tensor(B, mul_l, 2l+1)}`` (all parity e); ``irreps`` below is the dict
-``{l: mul_l}``. Rotating the input by ``R`` multiplies every ``x^l`` on the right by ``D^l(R)ᵀ``;
+A feature is a dict ``{l: Tensor(2l+1, B, mul_l)}`` (all parity e) — *m-major* layout: channel
+mixing is then a plain ``(2l+1)·B × mul`` matmul and the channel-elementwise tensor product a
+matmul over ``m`` with ``B·mul`` columns, with no transposes. ``irreps`` below is the dict
+``{l: mul_l}``. Rotating the input by ``R`` maps ``x^l_{m,b,c} → Σ_n D^l(R)_{mn} x^l_{n,b,c}``;
 every layer here commutes with that action (scalars, ``l = 0``, are invariant).
 """
 
@@ -28,7 +30,7 @@ Feature = dict[int, Tensor]
 
 
 class SO3Linear(nn.Module):
-    """Per-degree channel mixing ``y^l_{b,j,m} = Σ_i W^l_{ij} x^l_{b,i,m}`` (no bias).
+    """Per-degree channel mixing ``y^l_{m,b,j} = Σ_i x^l_{m,b,i} W^l_{ij}`` (no bias).
 
     ``weights[str(l)]`` has shape ``(mul_in_l, mul_out_l)`` (Xavier-uniform init); only degrees
     present in both ``irreps_in`` and ``irreps_out`` are kept. Equivariant: acts on channels only.
@@ -44,7 +46,7 @@ class SO3Linear(nn.Module):
             self.weights[str(l)] = nn.Parameter(w)
 
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
-        return {l: torch.einsum("bim,ij->bjm", x[l], self.weights[str(l)]) for l in self.ls}
+        return {l: x[l] @ self.weights[str(l)] for l in self.ls}
 
 
 class BatchNorm(nn.Module):
@@ -77,21 +79,20 @@ class BatchNorm(nn.Module):
             field = x[l]
             if l == 0:
                 if self.training:
-                    mean = field.mean(dim=(0, 2))
+                    mean = field.mean(dim=(0, 1))
                     with torch.no_grad():
                         self.running_mean.lerp_(mean.detach(), self.momentum)
                 else:
                     mean = self.running_mean
-                field = field - mean[None, :, None]
+                field = field - mean
             if self.training:
-                var = field.pow(2).mean(dim=2).mean(dim=0)
+                var = field.pow(2).mean(dim=(0, 1))
                 new_var.append(var.detach())
             else:
                 var = self.running_var[start : start + mul]
-            scale = (var + self.eps).pow(-0.5) * self.weight[start : start + mul]
-            field = field * scale[None, :, None]
+            field = field * ((var + self.eps).rsqrt() * self.weight[start : start + mul])
             if l == 0:
-                field = field + self.bias[None, :, None]
+                field = field + self.bias
             out[l] = field
             start += mul
         if self.training:
@@ -114,9 +115,13 @@ class SignalNorm(nn.Module):
         self.weights = nn.ParameterDict({str(l): nn.Parameter(torch.ones(1)) for l in self.ls})
         self.bias = nn.Parameter(torch.zeros(1))
 
+    def inverse_norm(self, x: Mapping[int, Tensor]) -> Tensor:
+        """``1 / N_b`` as a ``(B, 1)`` tensor."""
+        sq = sum(x[l].pow(2).sum(dim=(0, 2)) / (2 * l + 1) for l in self.ls)
+        return (sq + self.eps).rsqrt()[:, None]
+
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
-        sq = sum(x[l].pow(2).mean(dim=2).sum(dim=1) for l in self.ls)
-        inv = (sq + self.eps).rsqrt()[:, None, None]
+        inv = self.inverse_norm(x)
         out = {l: x[l] * inv * self.weights[str(l)] for l in self.ls}
         if 0 in out:
             out[0] = out[0] + self.bias
@@ -126,37 +131,43 @@ class SignalNorm(nn.Module):
 class TensorProductNonlinearity(nn.Module):
     """Elementwise CG tensor product of a feature with itself (no parameters).
 
-    ``out^{l3}_{b, p·C+c, M} = Σ_{m,n} C^{l1 l2 l3}_{m n M} x^{l1}_{b,c,m} x^{l2}_{b,c,n}`` for
-    the ``p``-th path ``(l1, l2)`` of ``l3`` in :func:`~holoprot.model.cg.tp_paths` order; ``C`` is
+    ``out^{l3}_{M, b, p·C+c} = Σ_{m,n} C^{l1 l2 l3}_{m n M} x^{l1}_{m,b,c} x^{l2}_{n,b,c}`` for the
+    ``p``-th path ``(l1, l2)`` of ``l3`` in :func:`~holoprot.model.cg.tp_paths` order; ``C`` is
     the input multiplicity (equal for every ``l``). Equivariant because C is an intertwiner.
 
-    Implementation: paths sharing ``(l1, l2)`` are contracted together — the outer product
-    ``x^{l1} ⊗ x^{l2}`` of shape ``(B·C, (2l1+1)(2l2+1))`` meets the concatenated CG tensors of all
-    its ``l3`` in one matmul. CG tensors are float64 masters re-cast to the module's dtype/device,
-    so ``.double()`` gets exact float64 coefficients rather than widened float32 ones.
+    Implementation: paths sharing ``(l1, l2)`` are contracted together — the concatenated CG
+    tensors of all its ``l3``, ``(Σ(2l3+1), (2l1+1)(2l2+1))``, times the outer product
+    ``x^{l1} ⊗ x^{l2}`` viewed as ``((2l1+1)(2l2+1), B·C)``, one matmul per pair; each ``l3``
+    output is then one ``stack`` of row slices. CG tensors are float64 masters re-cast to the
+    module's dtype/device, so ``.double()`` gets exact float64 coefficients.
     """
 
     def __init__(self, mul: int, ls_in: Sequence[int], ls_out: Sequence[int], rule: str) -> None:
         super().__init__()
         self.mul = mul
-        self.paths = tp_paths(ls_in, ls_out, rule)
+        self.ls_in = sorted(ls_in)
+        self.paths = tp_paths(self.ls_in, ls_out, rule)
         self.irreps_out = {l3: len(p) * mul for l3, p in self.paths.items()}
+        offsets, start = {}, 0
+        for l in self.ls_in:
+            offsets[l] = start
+            start += 2 * l + 1
         groups: dict[tuple[int, int], list[int]] = {}
         for l3, pairs in self.paths.items():
             for pair in pairs:
                 groups.setdefault(pair, []).append(l3)
-        self.groups = [(l1, l2, tuple(l3s)) for (l1, l2), l3s in groups.items()]
+        # (l1, l2, row offset of l1, row offset of l2, l3s, buffer name)
+        self.groups = []
         self._masters: dict[str, Tensor] = {}
-        for l1, l2, l3s in self.groups:
+        for (l1, l2), l3s in groups.items():
             d1, d2 = 2 * l1 + 1, 2 * l2 + 1
             mat = torch.cat([clebsch_gordan(l1, l2, l3).reshape(d1 * d2, -1) for l3 in l3s], 1)
             name = f"cg_{l1}_{l2}"
-            self._masters[name] = mat
-            self.register_buffer(name, mat.to(torch.get_default_dtype()), persistent=False)
+            self._masters[name] = mat.T.contiguous()
+            self.register_buffer(name, mat.T.to(torch.get_default_dtype()), persistent=False)
+            self.groups.append((l1, l2, offsets[l1], offsets[l2], tuple(l3s), name))
 
-    def _apply(
-        self, fn: Callable[[Tensor], Tensor], recurse: bool = True
-    ) -> TensorProductNonlinearity:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> nn.Module:
         super()._apply(fn, recurse)
         for name, master in self._masters.items():
             current = getattr(self, name)
@@ -168,16 +179,21 @@ class TensorProductNonlinearity(nn.Module):
         return sum(len(p) for p in self.paths.values())
 
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
+        signal = torch.cat([x[l] for l in self.ls_in], dim=0)
+        _, batch, chans = signal.shape
+        flat = signal.reshape(signal.shape[0], batch * chans)
         pieces: dict[tuple[int, int, int], Tensor] = {}
-        for l1, l2, l3s in self.groups:
-            a, b = x[l1], x[l2]
-            batch, chans = a.shape[0], a.shape[1]
-            outer = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(batch * chans, -1)
-            y = (outer @ getattr(self, f"cg_{l1}_{l2}")).view(batch, chans, -1)
-            for l3, part in zip(l3s, y.split([2 * l3 + 1 for l3 in l3s], dim=-1), strict=True):
+        for l1, l2, o1, o2, l3s, name in self.groups:
+            a = flat[o1 : o1 + 2 * l1 + 1]
+            b = flat[o2 : o2 + 2 * l2 + 1]
+            outer = (a[:, None, :] * b[None, :, :]).reshape(-1, batch * chans)
+            y = (getattr(self, name) @ outer).view(-1, batch, chans)
+            for l3, part in zip(l3s, y.split([2 * l3 + 1 for l3 in l3s]), strict=True):
                 pieces[(l1, l2, l3)] = part
         return {
-            l3: torch.cat([pieces[(l1, l2, l3)] for l1, l2 in pairs], dim=1)
+            l3: torch.stack([pieces[(l1, l2, l3)] for l1, l2 in pairs], dim=2).view(
+                2 * l3 + 1, batch, len(pairs) * chans
+            )
             for l3, pairs in self.paths.items()
         }
 
@@ -187,7 +203,8 @@ class CGBlock(nn.Module):
 
     Output irreps ``{l: ch_out for l in 0..lmax_out}``. The skip adds ``h^l`` for every ``l`` in
     both input and output, zero-padded (fewer input channels) or truncated to the first
-    ``ch_out`` channels (more input channels).
+    ``ch_out`` channels (more input channels). The signal norm is folded into the linear layer:
+    ``Linear(t/N_b·w_l + β δ_l0) = Linear_{W·w_l}(t)/N_b + β·Σ_i W^0_{i·}``.
     """
 
     def __init__(self, irreps_in: Irreps, ch_out: int, lmax_out: int, rule: str) -> None:
@@ -210,13 +227,19 @@ class CGBlock(nn.Module):
         self.linear = SO3Linear(self.tp.irreps_out, self.irreps_out)
 
     def forward(self, h: Mapping[int, Tensor]) -> Feature:
-        out = self.linear(self.signal_norm(self.tp(self.batch_norm(h))))
-        for l, y in out.items():
-            if l not in h:
-                continue
-            skip = h[l]
-            ch_in, ch_out = skip.shape[1], y.shape[1]
-            if ch_in < ch_out:
-                skip = nn.functional.pad(skip, (0, 0, 0, ch_out - ch_in))
-            out[l] = y + skip[:, :ch_out]
+        t = self.tp(self.batch_norm(h))
+        inv = self.signal_norm.inverse_norm(t)
+        out: Feature = {}
+        for l in self.linear.ls:
+            w = self.linear.weights[str(l)]
+            y = (t[l] @ (w * self.signal_norm.weights[str(l)])) * inv
+            if l == 0:
+                y = y + self.signal_norm.bias * w.sum(0)
+            if l in h:
+                skip = h[l]
+                ch_in, ch_out = skip.shape[-1], y.shape[-1]
+                if ch_in < ch_out:
+                    skip = nn.functional.pad(skip, (0, ch_out - ch_in))
+                y = y + skip[..., :ch_out]
+            out[l] = y
         return out
