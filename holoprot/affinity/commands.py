@@ -13,7 +13,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
@@ -30,9 +29,9 @@ from holoprot.affinity.dataset import (
     parse_pair,
     read_manifest,
 )
-from holoprot.affinity.forest import METADATA_FILE, ForestEnsemble, load_forest, save_forest
+from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
+from holoprot.affinity.forest import METADATA_FILE, load_forest, save_forest
 from holoprot.affinity.index import find_index_files, read_core_ids, read_labels
-from holoprot.affinity.metrics import bootstrap_intervals, regression_metrics
 from holoprot.affinity.report import metrics_table, scatter_plot, write_failures, write_json
 from holoprot.errors import HoloprotError, InputError
 
@@ -162,43 +161,6 @@ def _make_splits(
     if core:
         return [sp.held_out(ids, core, method="CASF core set as test", seed=seed)]
     return [sp.random_split(ids, seed=seed)]
-
-
-def _evaluate(
-    model: ForestEnsemble, table: feats.FeatureTable, kind: str, split: sp.Split, seed: int
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics per split part (test with bootstrap 95% CIs) and a predictions frame."""
-    metrics: dict[str, Any] = {}
-    frames = []
-    for part in sp.PARTS:
-        ids = list(getattr(split, part))
-        rows = table.rows(ids)
-        y = table.labels[rows]
-        pred = model.predict(table.features[kind][rows]) if ids else np.zeros(0)
-        metrics[part] = regression_metrics(y, pred)
-        if part == "test":
-            metrics[part]["ci95"] = bootstrap_intervals(y, pred, random_state=seed)
-        frames.append(pd.DataFrame({"id": ids, "split": part, "label": y, "prediction": pred}))
-    return metrics, pd.concat(frames, ignore_index=True)
-
-
-def _fit(
-    table: feats.FeatureTable,
-    kind: str,
-    split: sp.Split,
-    grid: str,
-    n_forests: int,
-    seed: int,
-) -> ForestEnsemble:
-    train, val = table.rows(list(split.train)), table.rows(list(split.val))
-    X = table.features[kind]
-    model = ForestEnsemble(grid=grid, n_forests=n_forests, random_state=seed, n_jobs=-1)
-    return model.fit(
-        X[train],
-        table.labels[train],
-        X_val=X[val] if len(val) else None,
-        y_val=table.labels[val] if len(val) else None,
-    )
 
 
 def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
@@ -363,30 +325,17 @@ def _train_kind(
     extra = {"n_pocket": table.n_pocket} if kind == "hae" else {}
     side = pd.DataFrame({"id": table.ids, "ligand_source": table.ligand_source} | extra)
     if len(splits) == 1:
-        model = _fit(table, kind, splits[0], grid, n_forests, seed)
-        metrics, predictions = _evaluate(model, table, kind, splits[0], seed)
-        record = metrics | {"split": splits[0].method, "best_params": model.best_params_}
         final_split = splits[0]
+        model = fit_split(table, kind, final_split, grid=grid, n_forests=n_forests, seed=seed)
+        metrics, predictions = evaluate_split(model, table, kind, final_split, seed=seed)
+        record = metrics | {"split": final_split.method, "best_params": model.best_params_}
     else:  # k folds, then a final model on all complexes
-        folds, frames = [], []
-        for number, fold in enumerate(splits[:-1], start=1):
-            model = _fit(table, kind, fold, grid, n_forests, seed)
-            metrics, predictions = _evaluate(model, table, kind, fold, seed)
-            folds.append(metrics | {"split": fold.method, "best_params": model.best_params_})
-            frames.append(predictions[predictions["split"] == "test"].assign(fold=number))
-        predictions = pd.concat(frames, ignore_index=True)
-        pooled = regression_metrics(predictions["label"], predictions["prediction"])
-        pooled["ci95"] = bootstrap_intervals(
-            predictions["label"], predictions["prediction"], random_state=seed
+        record, predictions = cross_validate(
+            table, kind, splits[:-1], grid=grid, n_forests=n_forests, seed=seed
         )
         final_split = splits[-1]
-        model = _fit(table, kind, final_split, grid, n_forests, seed)
-        record = {
-            "split": f"{len(folds)}-fold cross-validation (seed {seed})",
-            "folds": folds,
-            "pooled_test": {"test": pooled},
-            "final_model": final_split.method,
-        }
+        model = fit_split(table, kind, final_split, grid=grid, n_forests=n_forests, seed=seed)
+        record["final_model"] = final_split.method
     predictions = predictions.merge(side, on="id", how="left")
     predictions.to_csv(folder / "predictions.csv", index=False, float_format="%.4f")
     scatter_plot(folder / "scatter.png", predictions, f"{kind}: {record['split']}")

@@ -18,12 +18,12 @@ from holoprot.affinity.metrics import METRICS
 PART_COLOURS = {"train": "#9e9e9e", "val": "#1f77b4", "test": "#d62728"}
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """NaN/inf → None, numpy scalars/arrays → Python, recursively (JSON has no NaN)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -33,7 +33,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | Path, record: Mapping[str, Any]) -> None:
     """Write `record` as indented strict JSON (NaN written as null)."""
-    Path(path).write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
+    Path(path).write_text(json.dumps(jsonable(record), indent=2, allow_nan=False) + "\n")
 
 
 def write_failures(path: str | Path, failures: list[Failure]) -> None:
@@ -80,13 +80,14 @@ def scatter_plot(path: str | Path, predictions: pd.DataFrame, title: str) -> Non
         plt.close(figure)
 
 
-def _cell(value: float | None, interval: tuple[float, float] | None = None) -> str:
-    if value is None or not math.isfinite(value):
+def _cell(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _interval(interval: tuple[float, float]) -> str:
+    if not all(v is not None and math.isfinite(v) for v in interval):
         return "–"
-    text = f"{value:.3f}"
-    if interval is not None and all(v is not None and math.isfinite(v) for v in interval):
-        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
-    return text
+    return f"{interval[0]:.2f}–{interval[1]:.2f}"
 
 
 def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table:
@@ -104,8 +105,7 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
             row = parts.get(part)
             if not row or not row.get("n"):
                 continue
-            ci = row.get("ci95", {})
-            table.add_row(
-                kind, part, str(row["n"]), *(_cell(row[name], ci.get(name)) for name in METRICS)
-            )
+            table.add_row(kind, part, str(row["n"]), *(_cell(row[name]) for name in METRICS))
+            if "ci95" in row:
+                table.add_row("", "95% CI", "", *(_interval(row["ci95"][name]) for name in METRICS))
     return table
