@@ -284,3 +284,39 @@ def test_counts_features_never_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_no_ic50_drops_ic50_labels(app, tmp_path):
+    index = tmp_path / "INDEX_ic50"
+    index.write_text(
+        (FIXTURE / "index" / "INDEX_fixture_PL_data.txt")
+        .read_text()
+        .replace("Ki=10mM", "IC50=10mM")
+    )
+    out = tmp_path / "run"
+    args = ["train-affinity", FIXTURE, "--index", index, "--features", "counts", *FAST]
+    result = invoke(app, *args, "--no-ic50", "--split", "random", "--out", out)
+    assert result.exit_code == 0, result.output
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert list(skipped["id"]) == ["1gbt"] and skipped["problem"][0] == "measure IC50 excluded"
+
+
+def test_real_embedder_end_to_end(app, tmp_path):
+    """With the real `holoprot.embed.Embedder` (skipped until it and its weights are available)."""
+    embed = pytest.importorskip("holoprot.embed")
+    try:
+        embedder = embed.Embedder(weights="default", device="cpu")
+    except Exception as exc:  # weights missing in this checkout
+        pytest.skip(f"default weights unavailable: {exc}")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["train-affinity", FIXTURE, "--features", "hae", "--device", "cpu", *FAST]
+    result = invoke(app, *args, "--n-forests", "1", "--cache-dir", cache, "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "hae" / "forest.json").read_text())
+    assert meta["weights_sha256"] == embedder.weights_sha256
+    assert meta["n_features"] == embedder.latent_dim
+    trained = pd.read_csv(out / "hae" / "predictions.csv").set_index("id")
+    result = invoke(app, "predict-affinity", out, FIXTURE / "4zhl", "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    predicted = result.stdout.splitlines()[1].split(",")
+    assert predicted[:2] == ["4zhl", f"{trained.loc['4zhl', 'prediction']:.4f}"]

@@ -99,6 +99,7 @@ def _load_complexes(
     manifest: Path | None,
     index: Sequence[Path] | None,
     keep_inequalities: bool,
+    measures: Sequence[str],
 ) -> tuple[list[ComplexFiles], list[Failure], list[Path]]:
     """Complexes with labels joined, the failures so far, and the index files used."""
     if manifest is None and data is not None and data.is_file() and data.suffix.lower() == ".csv":
@@ -111,7 +112,9 @@ def _load_complexes(
         raise InputError("DATA", "give a PDBbind-layout folder or --manifest CSV")
     index_files = list(index) if index else find_index_files(data) if data is not None else []
     if index_files:
-        labels, rejected = read_labels(index_files, keep_inequalities=keep_inequalities)
+        labels, rejected = read_labels(
+            index_files, keep_inequalities=keep_inequalities, measures=measures
+        )
         complexes = join_labels(complexes, labels["neglog_affinity"].to_dict())
         reasons = rejected["reason"].to_dict()
     else:
@@ -209,6 +212,9 @@ def train_affinity(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
     ] = None,
+    ic50: Annotated[
+        bool, typer.Option("--ic50/--no-ic50", help="Use IC50-based index labels too.")
+    ] = True,
     keep_inequalities: Annotated[
         bool, typer.Option(help="Keep <, > labels at their bound.")
     ] = False,
@@ -225,7 +231,10 @@ def train_affinity(
     try:
         if out.resolve().exists() and not overwrite:
             raise InputError(out, "already exists (pass --overwrite to replace it)")
-        complexes, failures, index_files = _load_complexes(data, manifest, index, keep_inequalities)
+        measures = ("Kd", "Ki", "IC50") if ic50 else ("Kd", "Ki")
+        complexes, failures, index_files = _load_complexes(
+            data, manifest, index, keep_inequalities, measures
+        )
         kinds = ["hae", "counts"] if features is FeatureChoice.both else [features.value]
         embedder = feats.load_embedder(weights, device) if "hae" in kinds else None
         cache = feats.EmbeddingCache(cache_dir or feats.default_cache_dir())
@@ -271,6 +280,7 @@ def train_affinity(
             "weights_sha256": embedder.weights_sha256 if embedder else None,
             "index_files": [p.name for p in index_files],
             "keep_inequalities": keep_inequalities,
+            "label_measures": list(measures),
             "seed": seed,
             "n_complexes": len(table.ids),
             "n_skipped": len(failures),

@@ -59,8 +59,10 @@ class EmbedderLike(Protocol):
 
 def load_embedder(weights: str = "default", device: str = "auto") -> EmbedderLike:
     """A `holoprot.embed.Embedder` (imports torch)."""
-    from holoprot.embed import Embedder
-
+    try:
+        from holoprot.embed import Embedder
+    except ImportError as exc:
+        raise HoloprotError(f"the hae features need holoprot.embed and torch ({exc})") from None
     return Embedder(weights=weights, device=device)
 
 
