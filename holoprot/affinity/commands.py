@@ -131,6 +131,18 @@ def _load_complexes(
     return labelled, failures, index_files
 
 
+def _check_split_options(
+    split_dir: Path | None, test_ids: Path | None, split: SplitChoice | None
+) -> None:
+    """Fail before featurising on conflicting or missing split inputs."""
+    if sum(x is not None for x in (split_dir, test_ids, split)) > 1:
+        raise InputError("--split-dir/--test-ids/--split", "give at most one split option")
+    if split_dir is not None and not split_dir.is_dir():
+        raise InputError(split_dir, "split folder not found")
+    if test_ids is not None:
+        sp.read_id_list(test_ids)
+
+
 def _make_splits(
     ids: list[str],
     table_splits: Sequence[str | None],
@@ -143,9 +155,6 @@ def _make_splits(
     seed: int,
 ) -> list[sp.Split]:
     """The split (or k folds) for the featurised ids; see `train_affinity` for the default."""
-    chosen = [x for x in (split_dir, test_ids, split) if x is not None]
-    if len(chosen) > 1:
-        raise InputError("--split-dir/--test-ids/--split", "give at most one split option")
     if split_dir is not None:
         return [sp.from_split_dir(ids, split_dir, seed=seed)]
     if test_ids is not None:
@@ -177,7 +186,10 @@ def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
 
 def train_affinity(
     data: Annotated[
-        Path | None, typer.Argument(help="PDBbind-layout folder (or a manifest CSV).")
+        Path | None,
+        typer.Argument(
+            help="PDBbind-layout folder or manifest CSV (with --manifest: holds the index files)."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (written atomically).")] = ...,
     manifest: Annotated[
@@ -224,13 +236,14 @@ def train_affinity(
 ) -> None:
     """Train a random-forest affinity model (−log10 Kd/Ki) on H-(V)AE pocket embeddings.
 
-    With no split option: a `split` column if the manifest has one, else the CASF core complexes as
-    test when CoreSet.dat is among the index files, else a seeded random 80/10/10 split; validation
-    (for the grid search) is carved from training when the split gives none.
+    Default split: the manifest's `split` column; else the CASF core complexes as test when a
+    CoreSet.dat is among the index files; else seeded random 80/10/10. Validation for the grid
+    search is carved from training when the split gives none.
     """
     try:
         if out.resolve().exists() and not overwrite:
             raise InputError(out, "already exists (pass --overwrite to replace it)")
+        _check_split_options(split_dir, test_ids, split)
         measures = ("Kd", "Ki", "IC50") if ic50 else ("Kd", "Ki")
         complexes, failures, index_files = _load_complexes(
             data, manifest, index, keep_inequalities, measures
