@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
@@ -169,6 +170,7 @@ def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str
         "model_file": MODEL_FILE,
         "model_sha256": sha256_file(model_path),
         "n_features": model.n_features_in_,
+        "sklearn_version": sklearn.__version__,
         "forest": {
             "grid": model.grid if isinstance(model.grid, str) else dict(model.grid),
             "grid_repeats": model.grid_repeats,
