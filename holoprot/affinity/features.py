@@ -37,6 +37,8 @@ from holoprot.affinity.dataset import ComplexFiles, Failure, Ligand, collect_fai
 from holoprot.affinity.forest import sha256_file
 from holoprot.affinity.pocket import DEFAULT_CUTOFF, pocket_residues
 from holoprot.errors import HoloprotError, InputError
+from holoprot.neighborhoods import extract_neighborhoods
+from holoprot.structure import read_structure
 
 FEATURE_KINDS = ("hae", "counts")
 AGGREGATES = ("sum", "mean", "sum+count")
@@ -192,9 +194,6 @@ def featurise(
     progress: Callable[[], None] | None = None,
 ) -> FeatureTable:
     """Features of each complex for each of `kinds` ("hae", "counts"); failures are collected."""
-    from holoprot.neighborhoods import extract_neighborhoods
-    from holoprot.structure import read_structure
-
     unknown = sorted(set(kinds) - set(FEATURE_KINDS))
     if unknown or not kinds:
         raise InputError("--features", f"unknown feature kind(s) {unknown or kinds}")
