@@ -188,6 +188,114 @@ def zernike(
         report_skipped(failures)
 
 
+@app.command()
+def train(
+    structures: InputsArg,
+    out: Annotated[Path, typer.Option("--out", help="Run folder (created).")],
+    config: Annotated[
+        Path | None, typer.Option(help="JSON with model (and training) settings.")
+    ] = None,
+    vae: Annotated[bool, typer.Option("--vae", help="Variational model (KL warm-up).")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default 512).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-3).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation and batches.")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Steps between checkpoints (default 100).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    groups: Annotated[
+        Path | None, typer.Option(help="CSV structure_id,group: groups never straddle splits.")
+    ] = None,
+    group_pattern: Annotated[
+        str | None,
+        typer.Option(help="Regex on the structure id giving its group, e.g. '^([^_]+)'."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Train/validation/test fractions.")] = "0.8,0.1,0.1",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Coefficient cache (default OUT/dataset).")
+    ] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Train an H-(V)AE on your structures; writes OUT/model.safetensors + OUT/model.json."""
+    from holoprot.training.run import train as run_training
+
+    with user_errors():
+        try:
+            fractions = tuple(float(f) for f in split.split(","))
+        except ValueError:
+            fractions = ()
+        if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0 or fractions[1] <= 0:
+            raise HoloprotError(f"--split {split}: need three fractions train,val,test")
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=stderr,
+            disable=not sys.stderr.isatty(),
+        )
+        tasks: dict[str, int] = {}
+
+        def files_known(n: int) -> None:
+            tasks["files"] = progress.add_task("structures", total=n, info="")
+
+        def on_start(trainer) -> None:  # noqa: ANN001
+            total = trainer.settings.epochs * trainer.steps_per_epoch
+            tasks["steps"] = progress.add_task(
+                "training", total=total, completed=trainer.global_step, info=""
+            )
+            stderr.print(
+                f"training on {len(trainer.train_rows)} residues, validating on"
+                f" {len(trainer.val_rows)}, {trainer.steps_per_epoch} steps per epoch,"
+                f" device {trainer.device}",
+                highlight=False,
+            )
+
+        def on_step(r: dict) -> None:
+            info = (
+                f"epoch {r['epoch'] + 1} step {r['step']} loss {r['train_loss']:.4g}"
+                f" {r['samples_per_s']:.0f} samples/s"
+            )
+            if "val_loss" in r:
+                info += f" val {r['val_loss']:.4g}"
+                if progress.disable:  # no live bar: log validations as lines
+                    stderr.print(info, highlight=False)
+            progress.update(tasks["steps"], advance=1, info=info)
+
+        with progress:
+            model_path = run_training(
+                structures,
+                out,
+                config_file=config,
+                vae=vae,
+                overrides={
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "seed": seed,
+                    "checkpoint_every": checkpoint_every,
+                },
+                device=device,
+                resume=resume,
+                group_file=groups,
+                group_pattern=group_pattern,
+                fractions=fractions,  # type: ignore[arg-type]
+                cache_dir=cache_dir,
+                workers=workers,
+                on_file=lambda n: progress.advance(tasks["files"], n),
+                on_files_known=files_known,
+                on_step=on_step,
+                on_start=on_start,
+            )
+        stderr.print(f"model written to {model_path}", highlight=False)
+
+
 def main() -> None:
     """Entry point for `python -m holoprot`."""
     app()

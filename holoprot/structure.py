@@ -17,6 +17,8 @@ Policies (each is tested on a real file in ``tests/test_structure.py``):
 * Element: the full symbol from the element column, upper case (``SE`` stays ``SE``, a calcium ion
   is ``CA``), never truncated and never taken from the atom name. Where the PDB element column is
   blank, gemmi infers the element from the atom name at read time; that inference is accepted.
+  PDB lines are read up to column 78: the formal charge (columns 79-80) is not used, and some
+  tools write other numbers there, which would otherwise make the whole file unreadable.
 * Residue identity: (author chain id, author residue number, insertion code, residue name); chain
   ids are strings and may have several characters in mmCIF. Residues keep file order (chain parts
   that reappear later in the file, e.g. ligands after ``TER``, are not merged back).
@@ -166,7 +168,9 @@ def _parse(path: str | os.PathLike, data: bytes) -> gemmi.Structure:
             if not blocks:
                 raise InputError(path, "mmCIF file without an _atom_site table")
             return gemmi.make_structure_from_block(blocks[0])
-        return gemmi.read_pdb_string(data)
+        # Columns 79-80 (formal charge) are not used and are garbage in some tools' output
+        # (e.g. BM5 "matched" files): read each line only up to column 78.
+        return gemmi.read_pdb_string(data, max_line_length=78)
     except (RuntimeError, ValueError, IndexError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(path, f"cannot parse as {fmt.upper()}: {reason}") from None

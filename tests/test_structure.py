@@ -339,3 +339,16 @@ def test_examples_are_small_real_structures(examples_dir):
     for path in files:
         s = read_structure(path)
         assert 100 <= s.is_amino_acid.sum() <= 600, path.name
+
+
+def test_garbage_in_charge_columns_is_ignored(tmp_path) -> None:
+    """Some tools (BM5 'matched' files) write numbers in columns 77-80; the charge is unused."""
+    text = Path(MSE).read_text().splitlines()
+    mangled = [
+        (ln[:66].ljust(72) + "   1  B   1930") if ln.startswith("ATOM") else ln for ln in text
+    ]
+    path = tmp_path / "mangled.pdb"
+    path.write_text("\n".join(mangled) + "\n")
+    plain, odd = read_structure(MSE), read_structure(path)
+    assert np.array_equal(plain.coords, odd.coords)
+    assert np.array_equal(plain.element, odd.element)

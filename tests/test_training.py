@@ -1,0 +1,178 @@
+"""`holoprot train`: dataset cache, group splits, normalising constant, outputs, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from holoprot.cli import app
+from holoprot.model import load_model_file
+from holoprot.pipeline import ProjectionSettings
+from holoprot.so3 import irreps_ls
+from holoprot.training import dataset as dataset_module
+from holoprot.training.dataset import assign_groups, build_dataset, split_groups
+from holoprot.training.trainer import TrainSettings, input_norm_constant
+
+DATA = Path(__file__).parent / "data" / "structures"
+EXAMPLES = Path(__file__).parents[1] / "examples"
+FILES = [EXAMPLES / "1hvr.pdb", EXAMPLES / "4zhl.cif", DATA / "1a8o.pdb", DATA / "1gbt.cif"]
+SMALL = {
+    "latent_dim": 4,
+    "ch_initial": 2,
+    "ch_sizes": [2, 2, 2, 3, 4, 4],
+    "lmax_list": [6, 6, 6, 4, 2, 1],
+    "checkpoint_every": 2,
+}
+runner = CliRunner()
+
+
+def run(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def small_config(tmp_path: Path) -> Path:
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(SMALL))
+    return path
+
+
+def test_groups_never_straddle_splits() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"g{i}" for i in range(40)], rng.integers(1, 50, 40))
+    split = split_groups(groups, (0.8, 0.1, 0.1), seed=1)
+    for g in np.unique(groups):
+        assert len(set(split[groups == g])) == 1
+    fractions = {s: np.mean(split == s) for s in ("train", "val", "test")}
+    assert 0.65 < fractions["train"] < 0.9 and fractions["val"] > 0 and fractions["test"] > 0
+    assert np.array_equal(split, split_groups(groups, (0.8, 0.1, 0.1), seed=1))
+    assert not np.array_equal(split, split_groups(groups, (0.8, 0.1, 0.1), seed=2))
+
+
+def test_every_split_gets_a_group_and_too_few_groups_fail() -> None:
+    split = split_groups(np.array(["a", "b", "c"]))
+    assert sorted(split) == ["test", "train", "val"]
+    with pytest.raises(Exception, match="only 2 structure group"):
+        split_groups(np.array(["a", "a", "b"]))
+
+
+def test_assign_groups_mapping_then_pattern() -> None:
+    ids = ["1AKJ_r_u", "1AKJ_l_b-matched", "1BD2", "3pivA"]
+    groups = assign_groups(ids, mapping={"1BD2": "1AKJ"}, pattern=r"^([^_]+)_")
+    assert list(groups) == ["1AKJ", "1AKJ", "1AKJ", "3pivA"]
+
+
+def test_dataset_cache_is_reused_and_norm_constant(tmp_path: Path, monkeypatch) -> None:
+    settings = ProjectionSettings()
+    paths = [str(p) for p in FILES[:2]]
+    data, failures = build_dataset(paths, tmp_path / "cache", settings, workers=0)
+    assert failures == [] and len(data) == data.index.num_rows > 300
+    rows = np.array([5, 0, len(data) - 1, 5])
+    first = data.rows(rows)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(dataset_module, "iter_projected", boom)
+    again, _ = build_dataset(paths, tmp_path / "cache", settings, workers=0)
+    np.testing.assert_array_equal(again.rows(rows), first)
+    np.testing.assert_array_equal(first[0], first[3])
+    # SPEC §3.5: mean over rows of sqrt(Σ_f x_f² / (2 l_f + 1))
+    ls = irreps_ls(settings.basis.irreps)
+    all_rows = np.arange(len(data))
+    x = data.rows(all_rows).astype(np.float64)
+    expected = np.mean(np.sqrt((x**2 / (2 * ls + 1)).sum(axis=1)))
+    assert input_norm_constant(data, all_rows, ls) == pytest.approx(expected, rel=1e-12)
+
+
+def test_kl_and_lr_schedules_follow_the_reference() -> None:
+    s = TrainSettings(lr=2.5e-3, lr_final=2.5e-4)
+    assert [s.kl_weight(e, True) for e in range(8)] == [0, 0, 0, 0, 0, 0.5, 0.5, 0.5]
+    assert [s.kl_weight(e, False) for e in range(3)] == [0, 0, 0]
+    lrs = [s.learning_rate(e, True) for e in range(6)]
+    np.testing.assert_allclose(
+        lrs, [2.5e-3, 1.1604e-3, 5.386e-4, 2.5e-4, 2.5e-4, 2.5e-4], rtol=1e-3
+    )
+    assert s.learning_rate(3, False) == 2.5e-3
+
+
+def test_train_writes_a_loadable_model(tmp_path: Path, small_config: Path) -> None:
+    out = tmp_path / "run"
+    result = run(
+        "train", *FILES, "--out", out, "--config", small_config, "--epochs", "1",
+        "--batch-size", "128", "--workers", "0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("model.safetensors", "model.json", "metrics.jsonl", "loss_curve.png", "split.csv"):
+        assert (out / name).is_file(), name
+    model, meta = load_model_file(out / "model")
+    assert model.config.latent_dim == 4 and model.config.input_norm_const > 0
+    assert meta["training_data"]["n_files"] == 4
+    assert -1 <= meta["test"]["cosine"] <= 1 and meta["test"]["n"] > 0
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records and "val_loss" in records[-1]
+    # a second run into the same folder must not overwrite it silently
+    again = run("train", *FILES, "--out", out, "--config", small_config, "--workers", "0")
+    assert again.exit_code == 1 and "--resume" in again.output
+
+
+def test_resume_continues_exactly(tmp_path: Path, small_config: Path) -> None:
+    common = ["--config", small_config, "--batch-size", "128", "--workers", "0"]
+    cache = tmp_path / "cache"
+    full, split = tmp_path / "full", tmp_path / "split"
+    a = run("train", *FILES, "--out", full, "--epochs", "2", "--cache-dir", cache, *common)
+    assert a.exit_code == 0, a.output
+    b = run("train", *FILES, "--out", split, "--epochs", "1", "--cache-dir", cache, *common)
+    assert b.exit_code == 0, b.output
+    c = run(
+        "train", *FILES, "--out", split, "--epochs", "2", "--resume", "--cache-dir", cache, *common
+    )
+    assert c.exit_code == 0, c.output
+    ta, tc = (
+        load_file(str(full / "checkpoint.safetensors")),
+        load_file(str(split / "checkpoint.safetensors")),
+    )
+    assert ta.keys() == tc.keys()
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tc[k], err_msg=k)
+    log_a = (full / "metrics.jsonl").read_text().splitlines()
+    log_c = (split / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in log_a] == [json.loads(ln)["step"] for ln in log_c]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "must be positive"),
+        (["--split", "0.5,0.5"], "three fractions"),
+        (["--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(
+    tmp_path: Path, small_config: Path, args, message
+) -> None:
+    result = run("train", FILES[0], "--out", tmp_path / "r", "--config", small_config, *args)
+    assert result.exit_code == 1 and message in result.output.lower()
+    assert "Traceback" not in result.output
+
+
+def test_too_few_structures_and_bad_config(tmp_path: Path, small_config: Path) -> None:
+    result = run(
+        "train", FILES[0], "--out", tmp_path / "a", "--config", small_config, "--workers", "0"
+    )
+    assert result.exit_code == 1 and "structure group" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**SMALL, "lmax_list": [6, 6, 6, 4, 2, 0]}))
+    result = run("train", *FILES, "--out", tmp_path / "b", "--config", bad, "--workers", "0")
+    assert result.exit_code == 1 and "does not fit" in result.output
+    bad.write_text(json.dumps({"n_layers": 3}))
+    result = run("train", *FILES, "--out", tmp_path / "c", "--config", bad, "--workers", "0")
+    assert result.exit_code == 1 and "unknown config keys" in result.output
+    (tmp_path / "empty").mkdir()
+    result = run("train", tmp_path / "empty", "--out", tmp_path / "d")
+    assert result.exit_code == 1 and "empty" in result.output
