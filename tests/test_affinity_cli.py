@@ -1,8 +1,9 @@
 """train-affinity / predict-affinity end to end on the 4-complex fixture (tests/data/affinity).
 
-`hae` runs use `ElementCountEmbedder`, a test double with the `holoprot.embed.Embedder` interface
-whose latents are per-neighbourhood element counts, so the pipeline (pocket, neighbourhoods with
-ligand atoms, cache, aggregation, forests) is exercised for real without model weights.
+`hae` runs use `ElementCountEmbedder`, a test double with the interface of
+`holoprot.embedding.Embedder` whose latents are per-neighbourhood element counts, so the pipeline
+(pocket, neighbourhoods with ligand atoms, cache, aggregation, forests) is exercised for real
+without model weights.
 """
 
 from __future__ import annotations
@@ -302,8 +303,8 @@ def test_no_ic50_drops_ic50_labels(app, tmp_path):
 
 
 def test_real_embedder_end_to_end(app, tmp_path):
-    """With the real `holoprot.embed.Embedder` (skipped until it and its weights are available)."""
-    embed = pytest.importorskip("holoprot.embed")
+    """With the real `holoprot.embedding.Embedder` (skipped until its weights are available)."""
+    embed = pytest.importorskip("holoprot.embedding")
     try:
         embedder = embed.Embedder(weights="default", device="cpu")
     except Exception as exc:  # weights missing in this checkout

@@ -131,6 +131,11 @@ def _load_complexes(
     return labelled, failures, index_files
 
 
+def _weights_argument(weights: str) -> str:
+    """`--weights` as recorded: a name as given, a file as an absolute path."""
+    return str(Path(weights).resolve()) if Path(weights).exists() else weights
+
+
 def _check_split_options(
     split_dir: Path | None, test_ids: Path | None, split: SplitChoice | None
 ) -> None:
@@ -289,6 +294,7 @@ def train_affinity(
             "features": features.value,
             "pocket_cutoff": pocket_cutoff,
             "aggregate": aggregate.value if "hae" in kinds else None,
+            "weights": _weights_argument(weights) if embedder else None,
             "weights_name": embedder.weights_name if embedder else None,
             "weights_sha256": embedder.weights_sha256 if embedder else None,
             "index_files": [p.name for p in index_files],
@@ -318,6 +324,7 @@ def train_affinity(
                     run_info
                     | {
                         "features": kind,
+                        "weights": run_info["weights"] if kind == "hae" else None,
                         "aggregate": aggregate.value if kind == "hae" else None,
                         "weights_name": run_info["weights_name"] if kind == "hae" else None,
                         "weights_sha256": run_info["weights_sha256"] if kind == "hae" else None,
@@ -416,6 +423,10 @@ def predict_affinity(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
     ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Weights name or file, if moved (must have the model's sha256)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
 ) -> None:
     """Predict −log10 affinity with a saved model (refuses other weights or a modified model)."""
@@ -425,7 +436,9 @@ def predict_affinity(
         kind = meta["features"]
         embedder = None
         if kind == "hae":
-            embedder = feats.load_embedder(meta["weights_name"], device)
+            embedder = feats.load_embedder(
+                weights or meta.get("weights") or meta["weights_name"], device
+            )
             if embedder.weights_sha256 != meta["weights_sha256"]:
                 raise InputError(
                     folder / METADATA_FILE,

@@ -3,11 +3,12 @@
 * `hae`: H-(V)AE invariant latents of the pocket residues' neighbourhoods, aggregated per complex
   (`sum` as in the reference, `mean`, or `sum+count` = sum plus the number of pocket residues).
   Pocket residues: `pocket.pocket_residues` on the full protein when there is one, else on the
-  pocket file (a pocket file truncates the 10 Å spheres). Neighbourhoods are cut from that same
-  structure (waters and H already dropped by `read_structure`) with the ligand heavy atoms added as
-  environment atoms. Per-residue latents are cached per complex as `.npz` (read with
-  `allow_pickle=False`) under a key made of the weights sha256, the pocket cutoff, the radius and
-  the sha256 of every input file, so changing forest settings or the aggregation re-embeds nothing.
+  pocket file (a pocket file truncates the 10 Å spheres). Neighbourhoods (the embedder's radius,
+  10 Å by default) are cut from that same structure (waters and H already dropped by
+  `read_structure`) with the ligand heavy atoms added as environment atoms. Per-residue latents
+  are cached per complex as `.npz` (read with `allow_pickle=False`) under a key made of the
+  weights sha256, the pocket cutoff, the radius and the sha256 of every input file, so changing
+  forest settings or the aggregation re-embeds nothing.
 * `counts`: RF-Score-style (Ballester & Mitchell 2010) counts of protein–ligand heavy-atom pairs
   within 12 Å (inclusive), for protein elements C, N, O, S × ligand elements C, N, O, F, P, S, Cl,
   Br, I (36 features). Protein atoms are all non-water heavy atoms of the structure file (protein
@@ -50,7 +51,8 @@ CACHE_FORMAT = "holoprot-affinity-hae-v1"
 
 
 class EmbedderLike(Protocol):
-    """What the `hae` featuriser needs from `holoprot.embed.Embedder`."""
+    """What the `hae` featuriser needs from `holoprot.embedding.Embedder` (an optional `radius`
+    attribute, Å, sets the neighbourhood radius; default 10)."""
 
     weights_name: str
     weights_sha256: str
@@ -60,11 +62,11 @@ class EmbedderLike(Protocol):
 
 
 def load_embedder(weights: str = "default", device: str = "auto") -> EmbedderLike:
-    """A `holoprot.embed.Embedder` (imports torch)."""
+    """A `holoprot.embedding.Embedder` (imports torch)."""
     try:
-        from holoprot.embed import Embedder
+        from holoprot.embedding import Embedder
     except ImportError as exc:
-        raise HoloprotError(f"the hae features need holoprot.embed and torch ({exc})") from None
+        raise HoloprotError(f"the hae features need holoprot.embedding and torch ({exc})") from None
     return Embedder(weights=weights, device=device)
 
 
@@ -118,14 +120,19 @@ class EmbeddingCache:
         self.folder = None if folder is None else Path(folder)
 
     @staticmethod
-    def key(complex_files: ComplexFiles, weights_sha256: str, pocket_cutoff: float) -> str:
+    def key(
+        complex_files: ComplexFiles,
+        weights_sha256: str,
+        pocket_cutoff: float,
+        radius: float = NEIGHBORHOOD_RADIUS,
+    ) -> str:
         """Hex sha256 of the cache format, weights, cutoff, radius and input file contents."""
         files = [complex_files.protein, complex_files.pocket, *complex_files.ligands]
         record = {
             "format": CACHE_FORMAT,
             "weights_sha256": weights_sha256,
             "pocket_cutoff": float(pocket_cutoff),
-            "radius": NEIGHBORHOOD_RADIUS,
+            "radius": float(radius),
             "files": [None if f is None else sha256_file(f) for f in files],
         }
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -201,6 +208,7 @@ def featurise(
         raise ValueError("the hae features need an embedder")
     aggregate(np.zeros((1, 1)), how)  # validates `how` before any work
     cache = cache or EmbeddingCache(None)
+    radius = float(getattr(embedder, "radius", NEIGHBORHOOD_RADIUS))
     table = FeatureTable([], np.zeros(0), [], {k: [] for k in kinds}, np.zeros(0), [])
     labels, n_pocket = [], []
     for complex_files in complexes:
@@ -208,7 +216,7 @@ def featurise(
         try:
             key = latents = structure = ligand = None
             if "hae" in kinds:
-                key = cache.key(complex_files, embedder.weights_sha256, pocket_cutoff)
+                key = cache.key(complex_files, embedder.weights_sha256, pocket_cutoff, radius)
                 latents = cache.load(key, embedder.weights_sha256)
             if "counts" in kinds or latents is None:
                 stage = "ligand"
@@ -230,7 +238,7 @@ def featurise(
                         )
                     nbh = extract_neighborhoods(
                         structure,
-                        NEIGHBORHOOD_RADIUS,
+                        radius,
                         residues=pocket,
                         extra_coords=ligand.coords,
                         extra_element=ligand.element,
