@@ -1,5 +1,35 @@
-"""holoprot: Holographic-(V)AE embeddings of protein residue microenvironments."""
+"""holoprot: Holographic-(V)AE embeddings of protein residue microenvironments.
+
+The notebook API (imported lazily, so `import holoprot` stays fast):
+
+* `holoprot.embed(paths, weights="default", ...)` → pandas.DataFrame, one row per residue
+* `holoprot.embed_table(...)` → the same as a pyarrow.Table
+* `holoprot.load_model(name_or_path)` → (HVAE model, info)
+* `holoprot.Embedder`, `holoprot.read_structure`, `holoprot.extract_neighborhoods`,
+  `holoprot.ZernikeBasis`
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "embed": "holoprot.embedding",
+    "embed_table": "holoprot.embedding",
+    "load_model": "holoprot.embedding",
+    "Embedder": "holoprot.embedding",
+    "read_structure": "holoprot.structure",
+    "extract_neighborhoods": "holoprot.neighborhoods",
+    "ZernikeBasis": "holoprot.zernike",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'holoprot' has no attribute {name!r}")

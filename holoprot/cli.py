@@ -189,6 +189,82 @@ def zernike(
 
 
 @app.command()
+def embed(
+    inputs: InputsArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
+    weights: Annotated[str, typer.Option(help="Weights name or .safetensors path.")] = "default",
+    device: Annotated[
+        str, typer.Option(help="auto (GPU if present), cpu, cuda or cuda:N.")
+    ] = "auto",
+    batch_size: Annotated[
+        str, typer.Option(help="Neighbourhoods per encoder call, or 'auto' (fit GPU memory).")
+    ] = "512",
+    frames: Annotated[
+        bool, typer.Option("--frames", help="Also write the 3x3 learned frame.")
+    ] = False,
+    chains: Annotated[
+        str | None, typer.Option(help="Only residues of these chains, e.g. A,B.")
+    ] = None,
+    model: ModelOpt = None,
+    workers: WorkersOpt = None,
+    skip_errors: SkipErrorsOpt = False,
+    resume: ResumeOpt = False,
+) -> None:
+    """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
+    import torch
+
+    from holoprot.embedding import Embedder
+    from holoprot.inputs import expand_inputs
+    from holoprot.pipeline import FailedInput
+    from holoprot.tables import ResidueTableWriter
+
+    with user_errors():
+        check_output_path(output)
+        if device == "auto" and not torch.cuda.is_available():
+            stderr.print("no GPU found: running on the CPU", highlight=False)
+        size: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size)
+        embedder = Embedder(weights, device, size)
+        paths = [str(p) for p in expand_inputs(inputs)]
+        chain_list = [c.strip() for c in chains.split(",") if c.strip()] if chains else None
+        schema = embedder.schema(frames)
+        writer = ResidueTableWriter(output, schema, schema.metadata, resume=resume)
+        todo = [p for p in paths if p not in writer.done]
+        failures: list[tuple[str, str]] = []
+        residues = 0
+        with progress_bar(len(todo), "embed") as bar:
+            task = bar.add_task("files", total=len(todo), rate="")
+            for item in embedder.iter_files(
+                todo, model=model, chains=chain_list, frames=frames, workers=workers
+            ):
+                bar.advance(task)
+                if isinstance(item, FailedInput):
+                    if not skip_errors:
+                        raise HoloprotError(item.message)
+                    failures.append((item.source, item.message))
+                    continue
+                writer.write(item)
+                residues += item.num_rows
+                bar.update(task, rate=f"{residues} residues")
+        rows = writer.commit(paths)
+        stderr.print(
+            f"wrote {rows} residues to {output} (weights {embedder.weights_name},"
+            f" device {embedder.device})",
+            highlight=False,
+        )
+        report_skipped(failures)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise HoloprotError(f"--batch-size {text}: expected a positive integer or 'auto'")
+    return value
+
+
+@app.command()
 def train(
     structures: InputsArg,
     out: Annotated[Path, typer.Option("--out", help="Run folder (created).")],
@@ -294,6 +370,15 @@ def train(
                 on_start=on_start,
             )
         stderr.print(f"model written to {model_path}", highlight=False)
+
+
+def _register_affinity() -> None:
+    from holoprot.affinity.commands import register
+
+    register(app)
+
+
+_register_affinity()
 
 
 def main() -> None:

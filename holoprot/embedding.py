@@ -1,0 +1,260 @@
+"""Per-residue H-(V)AE embeddings: the Python API behind `holoprot embed`.
+
+    >>> import holoprot
+    >>> df = holoprot.embed(["1abc.pdb"])            # one row per residue, `latent` column
+    >>> model, info = holoprot.load_model("default")
+
+Files are parsed and projected in worker processes while the encoder runs in this one; rows of
+consecutive files are batched together for the encoder and come out in input order, so memory
+stays bounded whatever the number of inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from holoprot.errors import HoloprotError
+from holoprot.model import HVAE, load_model_file
+from holoprot.neighborhoods import Neighborhoods
+from holoprot.pipeline import FailedInput, ProjectedFile, ProjectionSettings, iter_projected
+from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
+from holoprot.training.run import resolve_device
+from holoprot.weights import resolve_weights
+from holoprot.zernike import ZernikeBasis
+
+#: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
+#: the z=128 model, with margin); used by batch_size="auto" on CUDA.
+_BYTES_PER_SAMPLE = 4_000_000
+
+
+def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> tuple[HVAE, dict]:
+    """Load named or local weights (checksum verified) in eval mode.
+
+    Returns (model, info) where info holds ``name``, ``sha256``, ``path`` and the file metadata.
+    """
+    stem = resolve_weights(weights)
+    model, meta = load_model_file(stem, device=resolve_device(device))
+    sha = json.loads(stem.with_suffix(".json").read_text())["sha256"]
+    return model, {"name": stem.name, "sha256": sha, "path": str(stem), "metadata": meta}
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Latents (M, latent_dim) and frames (M, 3, 3) (rows x̂, ŷ, ẑ), float32."""
+
+    latent: np.ndarray
+    frame: np.ndarray
+
+
+class Embedder:
+    """Zernike projection + H-(V)AE encoder with fixed weights.
+
+    Args:
+        weights: a name (``default``) or a path to ``.safetensors``.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: neighbourhoods per encoder call, or ``"auto"`` (fit the free GPU memory;
+            512 on CPU).
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike = "default",
+        device: str = "auto",
+        batch_size: int | str = 512,
+    ) -> None:
+        self.model, info = load_model(weights, device)
+        self.device = next(self.model.parameters()).device
+        self.weights_name: str = info["name"]
+        self.weights_sha256: str = info["sha256"]
+        self.metadata: dict = info["metadata"]
+        basis = self.metadata.get("basis", {})
+        self.basis = ZernikeBasis(
+            lmax=basis.get("lmax", 6),
+            nmax=basis.get("nmax", 20),
+            rcut=basis.get("rcut", 10.0),
+            channels=tuple(basis.get("channels", ("C", "N", "O", "S"))),
+            normalization=basis.get("normalization", "square"),
+        )
+        self.radius: float = float(self.metadata.get("radius", self.basis.rcut))
+        if self.basis.irreps != self.model.config.irreps_in:
+            raise HoloprotError(
+                f"{info['path']}: model irreps {self.model.config.irreps_in} do not match its"
+                f" basis {self.basis.irreps}"
+            )
+        self.batch_size = self._pick_batch_size(batch_size)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.config.latent_dim
+
+    def _pick_batch_size(self, batch_size: int | str) -> int:
+        if batch_size == "auto":
+            if self.device.type != "cuda":
+                return 512
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(max(64, min(16384, 0.7 * free // _BYTES_PER_SAMPLE)))
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise HoloprotError(
+                f"batch size must be a positive integer or 'auto', got {batch_size}"
+            )
+        return batch_size
+
+    @torch.no_grad()
+    def embed_coefficients(self, coefficients: np.ndarray | torch.Tensor) -> Embedding:
+        """Encode raw Zernike coefficients (M, dim) in batches; z = the latent mean."""
+        x = torch.as_tensor(coefficients, dtype=torch.float32)
+        latents, frames = [], []
+        for start in range(0, len(x), self.batch_size):
+            batch = x[start : start + self.batch_size].to(self.device, non_blocking=True)
+            z_mean, _, frame = self.model.encode(batch)
+            latents.append(z_mean.float().cpu())
+            frames.append(frame.float().cpu())
+        if not latents:
+            return Embedding(
+                np.zeros((0, self.latent_dim), np.float32), np.zeros((0, 3, 3), np.float32)
+            )
+        return Embedding(torch.cat(latents).numpy(), torch.cat(frames).numpy())
+
+    def embed_neighborhoods(self, nbh: Neighborhoods) -> np.ndarray:
+        """Latents of a ragged batch of neighbourhoods: (M, latent_dim) float32."""
+        with torch.no_grad():
+            coefficients = self.basis.project_neighborhoods(nbh)
+        return self.embed_coefficients(coefficients).latent
+
+    def settings(
+        self, model: int | None = None, chains: Sequence[str] | None = None
+    ) -> ProjectionSettings:
+        return ProjectionSettings(
+            basis=self.basis,
+            radius=self.radius,
+            model=model,
+            chains=tuple(chains) if chains else None,
+        )
+
+    def file_metadata(self, frames: bool) -> dict[bytes, bytes]:
+        """Parquet metadata of an embedding table made by this embedder."""
+        return file_metadata(
+            {
+                "weights_name": self.weights_name,
+                "weights_sha256": self.weights_sha256,
+                "latent_dim": self.latent_dim,
+                "basis": self.basis.metadata(),
+                "radius": self.radius,
+                "frames": frames,
+            }
+        )
+
+    def schema(self, frames: bool) -> pa.Schema:
+        fields = [*IDENTITY_SCHEMA, vector_field("latent", self.latent_dim)]
+        if frames:
+            fields.append(vector_field("frame", 9))
+        return pa.schema(fields).with_metadata(self.file_metadata(frames))
+
+    def iter_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        model: int | None = None,
+        chains: Sequence[str] | None = None,
+        frames: bool = False,
+        workers: int | None = None,
+    ) -> Iterator[pa.Table | FailedInput]:
+        """Per input, in input order: its table (identity + latent [+ frame]) or a FailedInput.
+
+        Rows of consecutive files share encoder batches; a file's table is yielded once all its
+        rows are encoded.
+        """
+        paths = [str(p) for p in paths]
+        if workers is None:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+            workers = 0 if len(paths) <= 1 else max(1, min(len(paths), cpus - 1))
+        pending: list[ProjectedFile | FailedInput] = []
+        rows = 0
+        stream = iter_projected(paths, self.settings(model, chains), workers=workers)
+        for item in stream:
+            pending.append(item)
+            if isinstance(item, ProjectedFile):
+                rows += len(item.coefficients)
+            if rows >= self.batch_size:
+                yield from self._encode_pending(pending, frames)
+                pending, rows = [], 0
+        yield from self._encode_pending(pending, frames)
+
+    def _encode_pending(
+        self, items: list[ProjectedFile | FailedInput], frames: bool
+    ) -> Iterator[pa.Table | FailedInput]:
+        done = [i for i in items if isinstance(i, ProjectedFile)]
+        if done:
+            emb = self.embed_coefficients(np.concatenate([i.coefficients for i in done]))
+        start = 0
+        schema = self.schema(frames)
+        for item in items:
+            if isinstance(item, FailedInput):
+                yield item
+                continue
+            n = len(item.coefficients)
+            table = item.identity.append_column(
+                schema.field("latent"), [vector_array(emb.latent[start : start + n])]
+            )
+            if frames:
+                table = table.append_column(
+                    schema.field("frame"),
+                    [vector_array(emb.frame[start : start + n].reshape(n, 9))],
+                )
+            start += n
+            yield table.replace_schema_metadata(schema.metadata)
+
+
+def embed_table(
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    weights: str | os.PathLike = "default",
+    *,
+    device: str = "auto",
+    batch_size: int | str = 512,
+    frames: bool = False,
+    chains: Sequence[str] | None = None,
+    model: int | None = None,
+    skip_errors: bool = False,
+    workers: int | None = None,
+) -> pa.Table:
+    """Embed every residue of the given structure files (or folders, globs, @lists).
+
+    Returns a pyarrow Table: identity columns, ``latent`` (fixed_size_list<float32>[latent_dim])
+    and, with ``frames``, ``frame`` (9 floats, rows x̂, ŷ, ẑ). Raises HoloprotError on the first
+    bad input unless ``skip_errors``.
+    """
+    from holoprot.inputs import expand_inputs
+
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files = expand_inputs([str(p) for p in items])
+    embedder = Embedder(weights, device, batch_size)
+    tables = []
+    for item in embedder.iter_files(
+        files, model=model, chains=chains, frames=frames, workers=workers
+    ):
+        if isinstance(item, FailedInput):
+            if not skip_errors:
+                raise HoloprotError(item.message)
+            continue
+        tables.append(item)
+    schema = embedder.schema(frames)
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def embed(
+    paths: Sequence[str | os.PathLike] | str | os.PathLike,
+    weights: str | os.PathLike = "default",
+    **kwargs: object,
+):  # -> pandas.DataFrame
+    """`embed_table` as a pandas DataFrame (vector columns hold NumPy arrays)."""
+    return embed_table(paths, weights, **kwargs).to_pandas()
+
+
+__all__ = ["Embedder", "Embedding", "embed", "embed_table", "load_model"]

@@ -1,0 +1,59 @@
+"""Finding model weights by name or path. Nothing is ever downloaded.
+
+A name (``default``, or e.g. ``hae-z128-bm5``) is looked up as ``<dir>/<name>.safetensors`` +
+``<dir>/<name>.json`` in, in order: the folders listed in ``$HOLOPROT_WEIGHTS_PATH`` (``:``
+separated) and the ``weights/`` folder of the holoprot source tree. Anything containing a path
+separator or ending in ``.safetensors``/``.json`` is taken as a path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from holoprot.errors import HoloprotError
+
+#: The weights `--weights default` refers to.
+DEFAULT_WEIGHTS = "hae-z128-bm5"
+
+_SOURCE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for named weights, in order."""
+    extra = [Path(p) for p in os.environ.get("HOLOPROT_WEIGHTS_PATH", "").split(os.pathsep) if p]
+    return [*extra, _SOURCE_WEIGHTS]
+
+
+def available_weights() -> list[str]:
+    """Names of the weights found in the search folders."""
+    names = []
+    for d in weights_dirs():
+        for f in sorted(d.glob("*.safetensors")):
+            if f.with_suffix(".json").is_file() and f.stem not in names:
+                names.append(f.stem)
+    return names
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+    """The weights stem (path without suffix) for a name or a path.
+
+    Raises:
+        HoloprotError: no such weights; the message lists the names available.
+    """
+    text = str(name_or_path)
+    if text == "default":
+        text = DEFAULT_WEIGHTS
+    is_path = os.sep in text or text.endswith((".safetensors", ".json")) or Path(text).exists()
+    if is_path:
+        stem = Path(text)
+        if stem.suffix in (".safetensors", ".json"):
+            stem = stem.with_suffix("")
+        if not stem.with_suffix(".safetensors").is_file():
+            raise HoloprotError(f"{text}: weights file not found")
+        return stem
+    for d in weights_dirs():
+        if (d / f"{text}.safetensors").is_file():
+            return d / text
+    known = ", ".join(available_weights()) or "none"
+    raise HoloprotError(f"weights {text!r} not found (available: {known})")
