@@ -1,0 +1,34 @@
+# Set-up and the two everyday commands. `make run` embeds the bundled examples with the bundled
+# weights; `make test` runs the whole test suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A pinned torch: on the project's machines pip takes the local CPU wheel of this release;
+# elsewhere pip installs this release's default build for the platform. Override freely,
+# e.g. `make run TORCH=torch` (any torch >= 2.2 works).
+TORCH ?= torch==2.13.0
+
+.PHONY: run test install lint clean
+
+$(BIN)/holoprot: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/holoprot
+
+run: $(BIN)/holoprot
+	mkdir -p out
+	$(BIN)/holoprot embed examples/ -o out/examples.parquet --frames
+	$(BIN)/python -c "import pandas as pd; df = pd.read_parquet('out/examples.parquet'); print(df.drop(columns=['latent', 'frame']).groupby('structure_id').size().rename('residues').to_string())"
+
+test: $(BIN)/holoprot
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/holoprot
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
