@@ -1,0 +1,397 @@
+"""Throughput and memory of the Zernike projection: projection alone, and files → coefficients.
+
+Three parts (``--parts a,b,c``):
+
+a. Projection alone: neighbourhoods/s of ``ZernikeBasis().project_neighborhoods(nbh)`` under
+   ``torch.no_grad()``. Neighbourhoods are pre-extracted from real structure files with
+   ``read_structure`` + ``extract_neighborhoods(radius 10 Å)`` (not timed). Batches: one call per
+   whole structure, and fixed chunks of ``--chunks`` neighbourhoods cut from all structures
+   concatenated (the pool is repeated when it is smaller than a chunk; values do not change the
+   work). One timed run projects every batch once; the figure is neighbourhoods / median run time
+   over ``--repeats`` runs after one untimed warm-up run (``time.perf_counter``; CUDA synchronised
+   before each clock read). Mean atoms per neighbourhood (all atoms, and atoms in the C/N/O/S
+   channels) are printed; BASELINE.md's 2fe3 had 130.6.
+
+b. Files → coefficients: residues/s of ``holoprot.pipeline.iter_projected(paths,
+   ProjectionSettings(), workers=W)`` for each W in ``--workers``, consuming (and dropping) every
+   result. Each run is a fresh Python process (this script in child mode), so the wall-clock
+   figure includes interpreter start-up, imports, the worker pool's start-up (spawn) and its
+   shutdown; the in-process figure (pool start-up included, interpreter start-up not) is printed
+   beside it. Median over ``--repeats`` runs after one untimed warm-up run per W.
+
+c. Peak memory: peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) of the process that runs
+   ``iter_projected`` and the largest of its worker processes (``RUSAGE_CHILDREN``), for the file
+   list repeated 1×, 2×, 4× (``--memory-multipliers``), one fresh process each, W in
+   ``--memory-workers``. Flat numbers across multipliers show memory does not grow with the number
+   of inputs.
+
+Structure files: every structure file under ``--structures`` (files, folders, globs, as the CLI
+takes them), sorted, first ``--max-files`` (0 = all). Default ``data/structures-matched`` (the
+unpacked BM5 corpus, git-ignored) if present, else ``examples/`` + ``tests/data/structures/``.
+Files that fail to parse are counted and skipped.
+
+    python benchmarks/bench_zernike.py [--structures DIR ...] [--max-files 50] [--repeats 3]
+        [--threads 2] [--device cpu|cuda] [--workers 0,1,2] [--chunks 100,10000]
+        [--memory-multipliers 1,2,4] [--memory-workers 2] [--parts a,b,c]
+
+Every result is also printed as a Markdown table row for benchmarks/RESULTS.md. Timings are not
+checked against anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = REPO / "data" / "structures-matched"
+FALLBACK_INPUTS = (REPO / "examples", REPO / "tests" / "data" / "structures")
+
+REFERENCE = {
+    "whole": "537–561 (HV encoder, whole protein, 2fe3)",
+    "100": "575–578 (HV encoder, batches of 100, 2fe3)",
+    "chunk": "575–578 (batches of 100, 2fe3)",
+    "files": "219–220 (HV parse → nbhd → zernikegrams, 2fe3); ZG 216–229",
+}
+TARGET_PROJECTION = "≥ 10,000 nbhd/s"
+TARGET_FILES = "≥ 3,000 residues/s"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mb(kilobytes: int) -> float:
+    return kilobytes / 1024
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def default_structures() -> list[str]:
+    """The BM5 corpus when unpacked, else the small structures shipped with the repository."""
+    if DEFAULT_CORPUS.is_dir():
+        return [str(DEFAULT_CORPUS)]
+    return [str(p) for p in FALLBACK_INPUTS]
+
+
+def structure_files(items: list[str] | None, max_files: int) -> list[str]:
+    """Structure paths from CLI-style items (files, folders, globs, @lists), first `max_files`."""
+    from holoprot.inputs import expand_inputs
+
+    paths = [str(p) for p in expand_inputs(items or default_structures())]
+    return paths[:max_files] if max_files > 0 else paths
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _median_seconds(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Median wall time of `repeats` calls of fn after one untimed warm-up call."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---- part a: projection alone ------------------------------------------------------------------
+
+
+def _concat(parts: list) -> object:
+    """One ragged Neighborhoods holding all neighbourhoods of `parts`, in order."""
+    from holoprot.neighborhoods import Neighborhoods
+
+    offsets = [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for nbh in parts:
+        offsets.append(nbh.offsets[1:] + base)
+        base += int(nbh.offsets[-1])
+    return Neighborhoods(
+        residue_index=np.concatenate([n.residue_index for n in parts]),
+        offsets=np.concatenate(offsets),
+        coords=np.concatenate([n.coords for n in parts]),
+        element=np.concatenate([n.element for n in parts]),
+        atom_index=np.concatenate([n.atom_index for n in parts]),
+        skipped=np.zeros(0, dtype=np.int64),
+        radius=parts[0].radius,
+    )
+
+
+def _slice(nbh: object, start: int, stop: int) -> object:
+    """Neighbourhoods start…stop−1 of a ragged batch, as their own batch."""
+    from holoprot.neighborhoods import Neighborhoods
+
+    a0, a1 = int(nbh.offsets[start]), int(nbh.offsets[stop])
+    return Neighborhoods(
+        residue_index=nbh.residue_index[start:stop],
+        offsets=nbh.offsets[start : stop + 1] - a0,
+        coords=nbh.coords[a0:a1],
+        element=nbh.element[a0:a1],
+        atom_index=nbh.atom_index[a0:a1],
+        skipped=np.zeros(0, dtype=np.int64),
+        radius=nbh.radius,
+    )
+
+
+def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
+    from holoprot.errors import HoloprotError
+    from holoprot.neighborhoods import extract_neighborhoods
+    from holoprot.structure import read_structure
+    from holoprot.zernike import ZernikeBasis
+
+    device = torch.device(args.device)
+    basis = ZernikeBasis()
+    structures, failed = [], 0
+    t0 = time.perf_counter()
+    for p in paths:
+        try:
+            nbh = extract_neighborhoods(read_structure(p), basis.rcut)
+        except HoloprotError:
+            failed += 1
+            continue
+        if len(nbh):
+            structures.append(nbh)
+    t_extract = time.perf_counter() - t0
+    if not structures:
+        print("a. no neighbourhoods extracted; skipping part a")
+        return
+    pool = _concat(structures)
+    n_pool = len(pool)
+    in_channel = basis.channel_index(pool.element) >= 0
+    seg = np.repeat(np.arange(n_pool), pool.n_atoms)
+    mean_all = float(pool.n_atoms.mean())
+    mean_ch = float(np.bincount(seg[in_channel], minlength=n_pool).mean())
+    inputs = f"{len(structures)} files, {n_pool:,} nbhd, {mean_all:.1f} atoms/nbhd"
+    print(
+        f"a. projection alone ({device}, {args.threads} threads): {len(structures)} structures"
+        f" ({failed} failed), {n_pool:,} neighbourhoods; mean atoms per neighbourhood"
+        f" {mean_all:.1f} (in C/N/O/S channels {mean_ch:.1f}); extraction took {t_extract:.1f} s"
+        " (not timed)"
+    )
+
+    def run(batches: list) -> Callable[[], None]:
+        def fn() -> None:
+            with torch.no_grad():
+                for b in batches:
+                    basis.project_neighborhoods(b, device=device)
+
+        return fn
+
+    t = _median_seconds(run(structures), args.repeats, device)
+    rate = n_pool / t
+    print(f"   whole structure per call: {rate:,.0f} nbhd/s (median run {t:.3f} s)")
+    rows.append(
+        _row(
+            f"projection, whole structure per call ({device})",
+            inputs,
+            f"{rate:,.0f} nbhd/s",
+            REFERENCE["whole"],
+            TARGET_PROJECTION,
+        )
+    )
+    for size in _int_list(args.chunks):
+        source, note = pool, ""
+        if n_pool < size:
+            source = _concat([pool] * -(-size // n_pool))
+            note = f", pool of {n_pool:,} repeated"
+        n_chunks = len(source) // size
+        batches = [_slice(source, i * size, (i + 1) * size) for i in range(n_chunks)]
+        n = sum(len(b) for b in batches)
+        t = _median_seconds(run(batches), args.repeats, device)
+        rate = n / t
+        print(
+            f"   chunks of {size:,}: {rate:,.0f} nbhd/s ({n_chunks} chunks, {n:,} nbhd per run,"
+            f" median run {t:.3f} s{note})"
+        )
+        rows.append(
+            _row(
+                f"projection, chunks of {size:,} ({device})",
+                f"{inputs}{note}",
+                f"{rate:,.0f} nbhd/s",
+                REFERENCE["100"] if size == 100 else REFERENCE["chunk"],
+                TARGET_PROJECTION,
+            )
+        )
+    if device.type == "cuda":
+        print(f"   peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 1024**2:,.0f} MB")
+
+
+# ---- parts b and c: files → coefficients in fresh processes --------------------------------------
+
+
+def child_project(spec_path: str) -> None:
+    """Child mode: run iter_projected over the spec's paths and write a JSON result."""
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
+
+    residues = failed = 0
+    start = time.perf_counter()
+    for item in iter_projected(spec["paths"], ProjectionSettings(), workers=spec["workers"]):
+        if isinstance(item, FailedInput):
+            failed += 1
+        else:
+            residues += len(item.coefficients)
+    elapsed = time.perf_counter() - start
+    result = {
+        "residues": residues,
+        "failed": failed,
+        "seconds_in_process": elapsed,
+        "peak_rss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    }
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_child(paths: list[str], workers: int, threads: int, tmp: Path) -> dict:
+    """One fresh `python bench_zernike.py --child SPEC` process; adds its wall time."""
+    spec = tmp / "spec.json"
+    out = tmp / "result.json"
+    out.unlink(missing_ok=True)
+    spec.write_text(
+        json.dumps({"paths": paths, "workers": workers, "threads": threads, "result": str(out)})
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--child", str(spec)], check=True, env=env)
+    wall = time.perf_counter() - start
+    result = json.loads(out.read_text())
+    result["seconds_wall"] = wall
+    return result
+
+
+def part_b(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Path) -> None:
+    print(
+        f"b. files → coefficients (iter_projected, fresh process per run, {args.threads} threads"
+        f" in the main process, 1 per worker): {len(paths)} files"
+    )
+    for workers in _int_list(args.workers):
+        run_child(paths, workers, args.threads, tmp)  # warm-up (file cache, .pyc)
+        results = [run_child(paths, workers, args.threads, tmp) for _ in range(args.repeats)]
+        residues = results[0]["residues"]
+        wall = statistics.median(r["seconds_wall"] for r in results)
+        inproc = statistics.median(r["seconds_in_process"] for r in results)
+        parent = max(_mb(r["peak_rss_self_kb"]) for r in results)
+        child = max(_mb(r["peak_rss_children_kb"]) for r in results)
+        print(
+            f"   workers={workers}: {residues / wall:,.0f} residues/s incl. start-up"
+            f" ({residues / inproc:,.0f} in process); {residues:,} residues,"
+            f" {results[0]['failed']} files failed; median wall {wall:.2f} s;"
+            f" peak RSS parent {parent:,.0f} MB, largest child {child:,.0f} MB"
+        )
+        rows.append(
+            _row(
+                f"files → coefficients, workers={workers}",
+                f"{len(paths)} files, {residues:,} residues",
+                f"{residues / wall:,.0f} residues/s incl. start-up"
+                f" ({residues / inproc:,.0f} in process)",
+                REFERENCE["files"],
+                TARGET_FILES,
+            )
+        )
+
+
+def part_c(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Path) -> None:
+    print("c. peak RSS vs number of input files (one fresh process per line)")
+    for workers in _int_list(args.memory_workers):
+        peaks = []
+        for mult in _int_list(args.memory_multipliers):
+            r = run_child(paths * mult, workers, args.threads, tmp)
+            parent, child = _mb(r["peak_rss_self_kb"]), _mb(r["peak_rss_children_kb"])
+            peaks.append((mult, parent, child))
+            print(
+                f"   workers={workers}, {mult}× ({len(paths) * mult} files, {r['residues']:,}"
+                f" residues): peak RSS parent {parent:,.0f} MB, largest child {child:,.0f} MB;"
+                f" {r['residues'] / r['seconds_wall']:,.0f} residues/s incl. start-up"
+            )
+        cells = "; ".join(f"{m}×: {p:,.0f} / {c:,.0f}" for m, p, c in peaks)
+        growth = (peaks[-1][1] + peaks[-1][2]) / max(1e-9, peaks[0][1] + peaks[0][2])
+        print(f"   largest/smallest list: {growth:.2f}× (parent + child peak)")
+        rows.append(
+            _row(
+                f"files → coefficients peak RSS, workers={workers} (parent / largest child, MB)",
+                f"{len(paths)} files × {','.join(str(m) for m, _, _ in peaks)}",
+                cells,
+                "n/a (HV all_at_once: 8.4 GB for 6 PDBs)",
+                "flat in the number of files",
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--structures", nargs="+", help="files, folders, globs or @lists")
+    parser.add_argument("--max-files", type=int, default=50, help="0 = all")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="part a only: cpu or cuda")
+    parser.add_argument("--workers", default="0,1,2", help="part b worker counts")
+    parser.add_argument("--chunks", default="100,10000", help="part a chunk sizes")
+    parser.add_argument("--memory-multipliers", default="1,2,4")
+    parser.add_argument("--memory-workers", default="2", help="part c worker counts")
+    parser.add_argument("--parts", default="a,b,c")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_project(args.child)
+        return
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device available")
+    torch.set_num_threads(args.threads)
+    paths = structure_files(args.structures, args.max_files)
+    if not paths:
+        parser.error("no structure files found")
+    print(
+        f"# bench_zernike: {cpu_model()}, {os.cpu_count()} CPUs,"
+        f" torch {torch.__version__}, {torch.get_num_threads()} threads; {len(paths)} files"
+        f" from {' '.join(args.structures or default_structures())}"
+    )
+    parts = set(args.parts.split(","))
+    rows: list[str] = []
+    if "a" in parts:
+        part_a(paths, args, rows)
+    with tempfile.TemporaryDirectory(prefix="bench_zernike_") as tmp:
+        if "b" in parts:
+            part_b(paths, args, rows, Path(tmp))
+        if "c" in parts:
+            part_c(paths, args, rows, Path(tmp))
+    driver = _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(f"peak RSS of this driver process (part a data included): {driver:,.0f} MB")
+    print("\nMarkdown rows (measurement | inputs | holoprot | reference | target):")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
