@@ -1,0 +1,185 @@
+"""holoprot.evaluation: cosines, reconstruction, invariance and the residue-type probe.
+
+The model-dependent checks use a small randomly initialised model (as test_embed.py does); the
+shipped weights and their recorded metrics are tested in test_weights.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from holoprot.embedding import Embedder, Embedding
+from holoprot.errors import HoloprotError
+from holoprot.evaluation import (
+    STANDARD_AMINO_ACIDS,
+    cosines,
+    latent_invariance,
+    read_split,
+    reconstruction_cosines,
+    residue_type_probe,
+)
+from holoprot.model import HVAE, HVAEConfig, save_model
+from holoprot.structure import read_structure
+from holoprot.zernike import ZernikeBasis
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+LS = ZernikeBasis().layout()["l"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = HVAEConfig(
+        latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16), input_norm_const=0.33
+    )
+    model = HVAE(config).eval()
+    stem = tmp_path_factory.mktemp("weights") / "tiny"
+    return save_model(model, stem, {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0})
+
+
+def test_cosines_of_x_with_itself_and_its_negative() -> None:
+    x = np.random.default_rng(0).normal(size=(5, len(LS)))
+    for y, expected in ((x, 1.0), (3 * x, 1.0), (-x, -1.0)):
+        c = cosines(x, y, LS)
+        for key in ("overall", "weighted"):
+            np.testing.assert_allclose(c[key], expected, atol=1e-12)
+        assert c["per_l"].shape == (5, 7)
+        np.testing.assert_allclose(c["per_l"], expected, atol=1e-12)
+
+
+def test_cosines_known_two_sample_case() -> None:
+    """Degrees (0, 1, 1): weights √1, √3, √3 in the reference's cosine."""
+    ls = np.array([0, 1, 1])
+    x = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    y = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    c = cosines(x, y, ls)
+    np.testing.assert_allclose(c["overall"], [1 / np.sqrt(2), 1 / 2])
+    r3 = np.sqrt(3)
+    np.testing.assert_allclose(
+        c["weighted"], [1 / np.sqrt(1 + r3), r3 / np.sqrt((1 + r3) * 2 * r3)]
+    )
+    # per l: l=0 → 1, then 0 (zero y block); l=1 → 0 (zero x block), then 1/√2
+    np.testing.assert_allclose(c["per_l"], [[1.0, 0.0], [0.0, 1 / np.sqrt(2)]])
+
+
+class _Scaled(torch.nn.Module):
+    """Stand-in model: x_normalised = x / 0.5, recon = factor · x_normalised."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, sample: bool) -> SimpleNamespace:
+        assert sample is False
+        xn = x / 0.5
+        return SimpleNamespace(x_normalised=xn, recon=self.factor * xn)
+
+
+def test_reconstruction_cosines_of_perfect_and_inverted_recon() -> None:
+    x = np.random.default_rng(1).normal(size=(7, len(LS))).astype(np.float32)
+    for factor in (2.0, -1.0):
+        r = reconstruction_cosines(_Scaled(factor).eval(), x, LS, batch=3)
+        assert r["n"] == 7
+        assert r["overall"] == pytest.approx(np.sign(factor), abs=1e-6)
+        assert r["weighted"] == pytest.approx(np.sign(factor), abs=1e-6)
+        assert sorted(r["per_l"]) == list(range(7))
+        assert all(v == pytest.approx(np.sign(factor), abs=1e-6) for v in r["per_l"].values())
+    with pytest.raises(HoloprotError, match="eval mode"):
+        reconstruction_cosines(_Scaled(1.0).train(), x, LS)
+
+
+def test_reconstruction_cosines_match_direct_computation(weights: Path) -> None:
+    """Batching does not change the result; the numbers are the mean of the row cosines."""
+    model = Embedder(weights, device="cpu").model
+    x = np.random.default_rng(2).normal(scale=0.01, size=(10, len(LS))).astype(np.float32)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x), sample=False)
+    a, b = out.x_normalised.double().numpy(), out.recon.double().numpy()
+    direct = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    l3 = LS == 3
+    direct_l3 = (a[:, l3] * b[:, l3]).sum(1) / np.linalg.norm(a[:, l3], axis=1)
+    direct_l3 /= np.linalg.norm(b[:, l3], axis=1)
+    for batch in (1, 4, 1024):
+        r = reconstruction_cosines(model, x, LS, batch=batch)
+        assert r["overall"] == pytest.approx(direct.mean(), abs=1e-6)
+        assert r["per_l"][3] == pytest.approx(direct_l3.mean(), abs=1e-6)
+    assert abs(r["overall"]) < 0.9  # an untrained model does not reconstruct
+
+
+def test_latent_invariance_of_a_random_model(weights: Path) -> None:
+    embedder = Embedder(weights, device="cpu")
+    structure = read_structure(EXAMPLES / "1hvr.pdb")
+    r = latent_invariance(embedder, structure, n_rotations=2, seed=0)
+    assert r["n_residues"] == 198 and r["n_rotations"] == 2
+    assert 0 < r["mean"] <= r["max"] <= 1e-4
+    assert r["frame_error_max"] <= 1e-3
+    assert latent_invariance(embedder, structure, n_rotations=2, seed=0) == r
+
+
+class _Broken:
+    """An embedder whose input is not rotation-equivariant (the l = 1, m = −1 coefficients are
+    doubled): the invariance metric must see it."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        layout = embedder.basis.layout()
+        self.scale = torch.where(
+            torch.from_numpy((layout["l"] == 1) & (layout["m"] == -1)), 2.0, 1.0
+        )
+        self.inner, self.basis, self.radius = embedder, embedder.basis, embedder.radius
+
+    def embed_coefficients(self, x: torch.Tensor) -> Embedding:
+        return self.inner.embed_coefficients(x * self.scale)
+
+
+def test_latent_invariance_detects_a_broken_model(weights: Path) -> None:
+    broken = _Broken(Embedder(weights, device="cpu"))
+    r = latent_invariance(broken, read_structure(EXAMPLES / "1hvr.pdb"), n_rotations=1)
+    assert r["max"] > 1e-2
+    assert r["frame_error_max"] > 1e-2
+
+
+def _blobs(rng: np.random.Generator, n: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.integers(0, len(centres), n)
+    x = centres[labels] + rng.normal(scale=0.5, size=(n, centres.shape[1]))
+    return x, np.array(STANDARD_AMINO_ACIDS)[labels]
+
+
+def test_probe_on_separable_and_on_shuffled_labels() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=3.0, size=(20, 16))
+    x_train, y_train = _blobs(rng, 2000, centres)
+    x_test, y_test = _blobs(rng, 1000, centres)
+    r = residue_type_probe(x_train, y_train, x_test, y_test, seed=0)
+    assert r["accuracy"] > 0.95 and r["converged"]
+    assert r["n_train"] == 2000 and r["n_test"] == 1000
+    assert sorted(r["per_class"]) == sorted(STANDARD_AMINO_ACIDS)
+    assert min(r["per_class"].values()) > 0.8
+    assert r["majority_baseline"] < 0.1
+    shuffled = residue_type_probe(x_train, rng.permutation(y_train), x_test, y_test, seed=0)
+    assert shuffled["accuracy"] < 0.12  # chance: 1/20
+
+
+def test_probe_drops_nonstandard_residues_and_subsamples_deterministically() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=3.0, size=(20, 8))
+    x_train, y_train = _blobs(rng, 600, centres)
+    x_test, y_test = _blobs(rng, 300, centres)
+    y_train[:50], y_test[:30] = "MSE", "UNK"
+    r = residue_type_probe(x_train, y_train, x_test, y_test, seed=3, max_train=400)
+    assert r["n_train"] == 400 and r["n_test"] == 270
+    assert "UNK" not in r["per_class"]
+    assert residue_type_probe(x_train, y_train, x_test, y_test, seed=3, max_train=400) == r
+    other = residue_type_probe(x_train, y_train, x_test, y_test, seed=4, max_train=400)
+    assert other["n_train"] == 400
+
+
+def test_read_split(tmp_path: Path) -> None:
+    path = tmp_path / "split.csv"
+    path.write_text("source_path,structure_id,group,split\na.pdb,a,A,train\nb.pdb,b,B,test\n")
+    assert read_split(path) == {"a.pdb": "train", "b.pdb": "test"}

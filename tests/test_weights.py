@@ -1,0 +1,78 @@
+"""The shipped default weights: they load, their config is the stored one, and the model card's
+metrics are recorded in their JSON and reproducible (the public-slice probe is recomputed).
+
+Skipped while ``weights/<DEFAULT_WEIGHTS>.safetensors`` is not in the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from holoprot.embedding import Embedder, load_model
+from holoprot.evaluation import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
+from holoprot.model import HVAEConfig
+from holoprot.weights import DEFAULT_WEIGHTS, resolve_weights
+from holoprot.zernike import ZernikeBasis
+
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
+
+pytestmark = pytest.mark.skipif(
+    not (WEIGHTS_DIR / f"{DEFAULT_WEIGHTS}.safetensors").is_file(),
+    reason=f"weights/{DEFAULT_WEIGHTS}.safetensors is not shipped in this checkout yet",
+)
+
+
+@pytest.fixture(scope="module")
+def info() -> dict:
+    return json.loads(resolve_weights("default").with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="module")
+def evaluation(info: dict) -> dict:
+    assert "evaluation" in info["metadata"], "run weights/evaluate.py --write"
+    return info["metadata"]["evaluation"]
+
+
+def test_default_weights_load_and_config_matches(info: dict) -> None:
+    assert resolve_weights("default") == WEIGHTS_DIR / DEFAULT_WEIGHTS
+    model, loaded = load_model("default", device="cpu")  # checks the sha256
+    assert loaded["sha256"] == info["sha256"]
+    assert model.config == HVAEConfig.from_dict(info["config"])
+    assert model.config.to_dict() == info["config"]
+    assert model.config.latent_dim == 128 and not model.config.is_vae
+    assert model.config.irreps_in == ZernikeBasis().irreps
+    assert Embedder("default", device="cpu").latent_dim == 128
+    meta = info["metadata"]
+    for key in ("training_data", "samples_seen", "wall_time_s", "hardware", "epoch"):
+        assert key in meta, key
+
+
+def test_model_card_metrics_are_recorded(info: dict, evaluation: dict) -> None:
+    assert evaluation["sha256"] == info["sha256"]  # measured on these very weights
+    assert evaluation["split"] == "test"
+    rec = evaluation["reconstruction"]
+    assert -1 <= rec["overall"] <= 1 and rec["n"] > 0
+    assert sorted(rec["per_l"], key=int) == [str(l) for l in range(7)]
+    assert all(-1 <= v <= 1 for v in rec["per_l"].values())
+    inv = evaluation["invariance"]
+    assert inv["dtype"] == "float32" and inv["structures"]
+    assert 0 <= inv["mean"] <= inv["max"] and inv["frame_error_max"] >= 0
+    probe = evaluation["probe"]
+    assert 0 <= probe["accuracy"] <= 1 and probe["n_train"] > 0 and probe["n_test"] > 0
+    assert set(probe["per_class"]) <= set(STANDARD_AMINO_ACIDS)
+    png = WEIGHTS_DIR / evaluation["loss_curve"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = WEIGHTS_DIR / "README.md"
+    assert card.is_file() and DEFAULT_WEIGHTS in card.read_text()
+
+
+def test_recorded_slice_probe_is_reproduced(evaluation: dict) -> None:
+    recorded = evaluation["slice"]
+    assert recorded["train_files"] == list(SLICE_TRAIN)
+    assert recorded["test_files"] == list(SLICE_TEST)
+    now = slice_probe(Embedder("default", device="cpu"), seed=evaluation["seed"])
+    assert (now["n_train"], now["n_test"]) == (recorded["n_train"], recorded["n_test"])
+    assert now["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
