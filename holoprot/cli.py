@@ -7,7 +7,7 @@ Exit codes: 0 success; 1 an error (one line on stderr, nothing written); 3 finis
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +25,8 @@ from rich.progress import (
 )
 
 from holoprot.errors import HoloprotError
+from holoprot.pipeline import FailedInput
+from holoprot.tables import ResidueTableWriter
 
 app = typer.Typer(
     name="holoprot",
@@ -120,6 +122,37 @@ def report_skipped(failures: list[tuple[str, str]]) -> None:
     raise typer.Exit(EXIT_SKIPPED)
 
 
+def stream_to_parquet(
+    tables: Iterable[pa.Table | FailedInput],
+    writer: ResidueTableWriter,
+    order: list[str],
+    n_todo: int,
+    what: str,
+    skip_errors: bool,
+) -> list[tuple[str, str]]:
+    """Write each input's table (with a progress bar), then commit the file in input `order`.
+
+    A failed input stops the run (HoloprotError, nothing committed) unless `skip_errors`;
+    returns the skipped (source, message) pairs.
+    """
+    failures: list[tuple[str, str]] = []
+    residues = 0
+    with progress_bar(n_todo, what) as bar:
+        task = bar.add_task("files", total=n_todo, rate="")
+        for item in tables:
+            bar.advance(task)
+            if isinstance(item, FailedInput):
+                if not skip_errors:
+                    raise HoloprotError(item.message)
+                failures.append((item.source, item.message))
+                continue
+            writer.write(item)
+            residues += item.num_rows
+            bar.update(task, rate=f"{residues} residues")
+    writer.commit(order)
+    return failures
+
+
 def check_output_path(output: Path) -> Path:
     """The output file must be in an existing folder and not be a folder itself."""
     if output.is_dir():
@@ -144,14 +177,8 @@ def zernike(
 ) -> None:
     """Project every residue's neighbourhood onto 3D Zernike functions; one Parquet row each."""
     from holoprot.inputs import expand_inputs
-    from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
-    from holoprot.tables import (
-        IDENTITY_SCHEMA,
-        ResidueTableWriter,
-        file_metadata,
-        vector_array,
-        vector_field,
-    )
+    from holoprot.pipeline import ProjectionSettings, iter_projected
+    from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
     from holoprot.zernike import ZernikeBasis
 
     with user_errors():
@@ -166,25 +193,18 @@ def zernike(
         meta = file_metadata({"basis": basis.metadata(), "radius": radius, "model": model})
         writer = ResidueTableWriter(output, schema, meta, resume=resume)
         todo = [p for p in paths if p not in writer.done]
-        failures: list[tuple[str, str]] = []
-        residues = 0
-        with progress_bar(len(todo), "zernike") as bar:
-            task = bar.add_task("files", total=len(todo), rate="")
+
+        def tables() -> Iterator[pa.Table | FailedInput]:
             for item in iter_projected(todo, settings, workers=workers):
-                bar.advance(task)
                 if isinstance(item, FailedInput):
-                    if not skip_errors:
-                        raise HoloprotError(item.message)
-                    failures.append((item.source, item.message))
+                    yield item
                     continue
-                table = item.identity.append_column(
-                    vector_field("coefficients", basis.dim), [vector_array(item.coefficients)]
+                yield item.identity.append_column(
+                    schema.field("coefficients"), [vector_array(item.coefficients)]
                 )
-                writer.write(table)
-                residues += table.num_rows
-                bar.update(task, rate=f"{residues} residues")
-        rows = writer.commit(paths)
-        stderr.print(f"wrote {rows} residues to {output}", highlight=False)
+
+        failures = stream_to_parquet(tables(), writer, paths, len(todo), "zernike", skip_errors)
+        stderr.print(f"wrote {writer.rows} residues to {output}", highlight=False)
         report_skipped(failures)
 
 
@@ -213,10 +233,9 @@ def embed(
     """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
     import torch
 
-    from holoprot.embedding import Embedder
+    from holoprot.embedding import Embedder, encoder_workers
     from holoprot.inputs import expand_inputs
-    from holoprot.pipeline import FailedInput
-    from holoprot.tables import ResidueTableWriter
+    from holoprot.pipeline import available_cpus
 
     with user_errors():
         check_output_path(output)
@@ -225,29 +244,20 @@ def embed(
         size: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size)
         embedder = Embedder(weights, device, size)
         paths = [str(p) for p in expand_inputs(inputs)]
+        if workers is None:
+            workers = encoder_workers(len(paths))
+        if embedder.device.type == "cpu":  # leave the workers' cores to them
+            torch.set_num_threads(max(1, available_cpus() - workers))
         chain_list = [c.strip() for c in chains.split(",") if c.strip()] if chains else None
         schema = embedder.schema(frames)
         writer = ResidueTableWriter(output, schema, schema.metadata, resume=resume)
         todo = [p for p in paths if p not in writer.done]
-        failures: list[tuple[str, str]] = []
-        residues = 0
-        with progress_bar(len(todo), "embed") as bar:
-            task = bar.add_task("files", total=len(todo), rate="")
-            for item in embedder.iter_files(
-                todo, model=model, chains=chain_list, frames=frames, workers=workers
-            ):
-                bar.advance(task)
-                if isinstance(item, FailedInput):
-                    if not skip_errors:
-                        raise HoloprotError(item.message)
-                    failures.append((item.source, item.message))
-                    continue
-                writer.write(item)
-                residues += item.num_rows
-                bar.update(task, rate=f"{residues} residues")
-        rows = writer.commit(paths)
+        tables = embedder.iter_files(
+            todo, model=model, chains=chain_list, frames=frames, workers=workers
+        )
+        failures = stream_to_parquet(tables, writer, paths, len(todo), "embed", skip_errors)
         stderr.print(
-            f"wrote {rows} residues to {output} (weights {embedder.weights_name},"
+            f"wrote {writer.rows} residues to {output} (weights {embedder.weights_name},"
             f" device {embedder.device})",
             highlight=False,
         )

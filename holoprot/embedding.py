@@ -23,7 +23,13 @@ import torch
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, load_model_file
 from holoprot.neighborhoods import Neighborhoods
-from holoprot.pipeline import FailedInput, ProjectedFile, ProjectionSettings, iter_projected
+from holoprot.pipeline import (
+    FailedInput,
+    ProjectedFile,
+    ProjectionSettings,
+    available_cpus,
+    iter_projected,
+)
 from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
 from holoprot.training.run import resolve_device
 from holoprot.weights import resolve_weights
@@ -32,6 +38,16 @@ from holoprot.zernike import ZernikeBasis
 #: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
 #: the z=128 model, with margin); used by batch_size="auto" on CUDA.
 _BYTES_PER_SAMPLE = 4_000_000
+
+
+def encoder_workers(n_inputs: int) -> int:
+    """Parsing/projection processes to run beside the encoder: a quarter of the CPUs (the encoder
+    is the heavier stage), none for a single file or on fewer than 4 CPUs, where one process doing
+    everything with all threads is faster than splitting the cores."""
+    cpus = available_cpus()
+    if n_inputs <= 1 or cpus < 4:
+        return 0
+    return max(1, min(n_inputs, cpus // 4))
 
 
 def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> tuple[HVAE, dict]:
@@ -173,8 +189,7 @@ class Embedder:
         """
         paths = [str(p) for p in paths]
         if workers is None:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            workers = 0 if len(paths) <= 1 else max(1, min(len(paths), cpus - 1))
+            workers = encoder_workers(len(paths))
         pending: list[ProjectedFile | FailedInput] = []
         rows = 0
         stream = iter_projected(paths, self.settings(model, chains), workers=workers)

@@ -84,12 +84,18 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_workers(n_inputs: int) -> int:
     """Worker processes for `n_inputs` files: none for one file, else up to the CPUs available."""
     if n_inputs <= 1:
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(n_inputs, (cpus or 1)))
+    return max(0, min(n_inputs, available_cpus()))
 
 
 def iter_projected(

@@ -75,4 +75,6 @@ def test_recorded_slice_probe_is_reproduced(evaluation: dict) -> None:
     assert recorded["test_files"] == list(SLICE_TEST)
     now = slice_probe(Embedder("default", device="cpu"), seed=evaluation["seed"])
     assert (now["n_train"], now["n_test"]) == (recorded["n_train"], recorded["n_test"])
-    assert now["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+    # Same seed and data: identical up to float rounding in BLAS across CPUs, which may flip a
+    # borderline prediction or two out of ~950 test residues (0.2 % each).
+    assert now["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)

@@ -17,7 +17,6 @@ structures drawn with the seed. See holoprot/evaluation.py for the definitions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from holoprot.evaluation import evaluate_weights, read_split
+from holoprot.model.serialization import sha256_file
 from holoprot.training.trainer import plot_loss_curve
 from holoprot.weights import resolve_weights
 
@@ -117,19 +117,11 @@ def metrics_markdown(ev: dict) -> str:
     return "\n".join(lines)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> None:
     """Store `evaluation` in ``<stem>.json`` (atomically) and the loss curve next to it."""
     sidecar = stem.with_suffix(".json")
     info = json.loads(sidecar.read_text())
-    if sha256(stem.with_suffix(".safetensors")) != info["sha256"]:
+    if sha256_file(stem.with_suffix(".safetensors")) != info["sha256"]:
         raise SystemExit(f"{stem}.safetensors does not match the sha256 in {sidecar}")
     png = stem.with_name(f"{stem.name}-loss.png")
     if loss_curve is not None:

@@ -34,9 +34,10 @@ def _stem(path: str | Path) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -64,7 +65,7 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
             "holoprot_version": holoprot.__version__,
             "config": model.config.to_dict(),
             "metadata": metadata,
-            "sha256": _sha256(tmp_w),
+            "sha256": sha256_file(tmp_w),
         }
         tmp_j.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         os.replace(tmp_w, weights)
@@ -98,7 +99,7 @@ def load_model_file(
         raise HoloprotError(f"{sidecar}: not a {FORMAT} model description")
     if info.get("format_version") != FORMAT_VERSION:
         raise HoloprotError(f"{sidecar}: unsupported format_version {info.get('format_version')!r}")
-    if _sha256(weights) != info.get("sha256"):
+    if sha256_file(weights) != info.get("sha256"):
         raise HoloprotError(
             f"{weights}: sha256 does not match {sidecar.name} (file changed or corrupt)"
         )

@@ -20,7 +20,6 @@ log-linearly from `lr` to `lr_final` over the KL-free epochs, then stays there (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, hvae_loss, save_model
+from holoprot.model.serialization import sha256_file
 from holoprot.training.dataset import CoefficientDataset
 
 
@@ -81,14 +81,6 @@ def input_norm_constant(data: CoefficientDataset, rows: np.ndarray, ls: np.ndarr
         x = data.rows(rows[start : start + 8192]).astype(np.float64)
         total += float(np.sqrt((x * x) @ weight).sum())
     return total / len(rows)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Trainer:
@@ -184,7 +176,7 @@ class Trainer:
             "param_groups": opt["param_groups"],
             "settings": asdict(self.settings),
             "config": self.model.config.to_dict(),
-            "sha256": _sha256(tmp),
+            "sha256": sha256_file(tmp),
         }
         tmp_json = self.run_dir / ".checkpoint.json.tmp"
         tmp_json.write_text(json.dumps(info, indent=1) + "\n")
@@ -198,7 +190,7 @@ class Trainer:
             info = json.loads((self.run_dir / "checkpoint.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HoloprotError(f"{self.run_dir}: no readable checkpoint to resume from") from exc
-        if _sha256(weights) != info["sha256"]:
+        if sha256_file(weights) != info["sha256"]:
             raise HoloprotError(f"{weights}: checksum does not match checkpoint.json")
         if info["config"] != self.model.config.to_dict():
             raise HoloprotError(f"{self.run_dir}: checkpoint was made with another model config")
