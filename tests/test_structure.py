@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -189,16 +188,13 @@ def test_nmr_models():
     assert str(NMR) in str(err.value)
 
 
-def test_large_structure_parses_fast():
-    read_structure(MSE)  # warm-up (imports, caches)
-    t0 = time.perf_counter()
+def test_large_structure():
+    """Over 5,000 residues (speed is measured in benchmarks/, never asserted here)."""
     s = read_structure(LARGE)
-    elapsed = time.perf_counter() - t0
     assert s.n_residues > 5000 and s.n_atoms > 50000
     raw = gzip.decompress(LARGE.read_bytes()).decode().splitlines()
     assert s.n_atoms == sum(ln.startswith(("ATOM", "HETATM")) for ln in raw)
     assert len(set(s.chain)) == 40
-    assert elapsed < 1.5, f"{elapsed:.2f} s"
 
 
 # --- formats, names ----------------------------------------------------------------------------
