@@ -52,22 +52,24 @@ def test_batch_norm_updates_running_stats_only_in_training() -> None:
 
 
 def test_overfits_one_batch() -> None:
-    """300 Adam steps on the 16 reference inputs (~15 s on one thread; tiny ops, so one
-    thread avoids oversubscription on a shared machine)."""
+    """300 Adam steps on a batch of 4 real neighbourhoods (the first reference inputs; ~10 s on
+    one thread): the loss must fall ≥ 100× (observed 3,800×: 6.79 → 0.0018). With all 16 inputs
+    this small model levels off near 30×: the per-sample signal norm leaves each sample's overall
+    scale to the skip connections, so memorising many samples needs a wider model."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         losses, zero_prediction = _overfit()
     finally:
         torch.set_num_threads(threads)
-    assert min(losses[-10:]) < losses[0] / 20  # observed 29x (6.77 -> 0.230)
-    assert min(losses[-10:]) < zero_prediction / 5  # observed 7.9x below predicting 0
+    assert min(losses[-10:]) < losses[0] / 100
+    assert min(losses[-10:]) < zero_prediction / 100  # observed ~1,000x below predicting 0
 
 
 def _overfit() -> tuple[list[float], float]:
     torch.manual_seed(0)
     model = HVAE(SMALL).train()
-    x = batch()
+    x = batch()[:4]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 300)
     losses = []
