@@ -294,8 +294,13 @@ class ZernikeBasis:
         out = np.full(element.shape, -1, dtype=np.int64)
         if element.size == 0:
             return out
-        uniq, inverse = np.unique(np.char.upper(element.astype(str)), return_inverse=True)
-        lookup = np.array([self.channels.index(u) if u in self.channels else -1 for u in uniq])
+        uniq, inverse = np.unique(element, return_inverse=True)
+        lookup = np.array(
+            [
+                self.channels.index(u) if u in self.channels else -1
+                for u in (str(v).upper() for v in uniq)
+            ]
+        )
         out[:] = lookup[inverse.reshape(element.shape)]
         return out
 
