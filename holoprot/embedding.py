@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from holoprot.devices import resolve_device
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, load_model_file
 from holoprot.neighborhoods import Neighborhoods
@@ -31,7 +32,6 @@ from holoprot.pipeline import (
     iter_projected,
 )
 from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
-from holoprot.training.run import resolve_device
 from holoprot.weights import resolve_weights
 from holoprot.zernike import ZernikeBasis
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from holoprot.devices import resolve_device
 from holoprot.errors import HoloprotError, InputError
 from holoprot.inputs import expand_inputs
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
@@ -35,18 +36,6 @@ from holoprot.training.trainer import Trainer, TrainSettings, input_norm_constan
 
 #: Keys of a --config JSON file besides HVAEConfig fields.
 _SETTINGS_KEYS = {f for f in TrainSettings.__dataclass_fields__}
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; otherwise the named device (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HoloprotError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise HoloprotError(f"--device {device}: not a torch device") from exc
 
 
 def read_config_file(path: str | os.PathLike | None) -> tuple[dict, dict]:

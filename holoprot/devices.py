@@ -1,0 +1,19 @@
+"""Choosing the torch device: `auto` means a CUDA GPU when one is present, else the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from holoprot.errors import HoloprotError
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HoloprotError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise HoloprotError(f"--device {device}: not a torch device") from exc
