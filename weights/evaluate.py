@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from holoprot.evaluation import evaluate_weights, read_split
-from holoprot.model.serialization import sha256_file
+from holoprot.hashing import sha256_file
 from holoprot.training.trainer import plot_loss_curve
 from holoprot.weights import resolve_weights
 

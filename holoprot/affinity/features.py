@@ -35,9 +35,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from holoprot.affinity.dataset import ComplexFiles, Failure, Ligand, collect_failure, read_ligand
-from holoprot.affinity.forest import sha256_file
 from holoprot.affinity.pocket import DEFAULT_CUTOFF, pocket_residues
 from holoprot.errors import HoloprotError, InputError
+from holoprot.hashing import sha256_file
 from holoprot.neighborhoods import extract_neighborhoods
 from holoprot.structure import read_structure
 

@@ -8,7 +8,6 @@ draws both its bootstrap resample and its trees.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import zipfile
@@ -23,6 +22,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from holoprot.errors import InputError
+from holoprot.hashing import sha256_file
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
     # The reference grid (HV experiments/ATOM3D_LBA src/training/kd_prediction.py), 48 points.
@@ -146,15 +146,6 @@ class ForestEnsemble(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "forests_")
         X = check_array(X, dtype=np.float64)
         return np.stack([forest.predict(X) for forest in self.forests_])
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str, Any]) -> Path:

@@ -9,7 +9,6 @@ batch-norm running statistics) and ``<stem>.json``::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import holoprot
 from holoprot.errors import HoloprotError
+from holoprot.hashing import sha256_file
 from holoprot.model.hvae import HVAE, HVAEConfig
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_model_file", "save_model"]
@@ -32,15 +32,6 @@ FORMAT_VERSION = 1
 def _stem(path: str | Path) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:

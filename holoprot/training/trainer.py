@@ -34,8 +34,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from holoprot.errors import HoloprotError
+from holoprot.hashing import sha256_file
 from holoprot.model import HVAE, hvae_loss, save_model
-from holoprot.model.serialization import sha256_file
 from holoprot.training.dataset import CoefficientDataset
 
 
