@@ -53,3 +53,20 @@ def mse_path() -> Path:
 @pytest.fixture(scope="session")
 def large_path() -> Path:
     return LARGE
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small randomly initialised H-AE saved like shipped weights (latent 16): invariance and
+    equivariance hold for any weights, so behaviour tests need no trained model."""
+    import torch
+
+    from holoprot.model import HVAE, HVAEConfig, save_model
+
+    torch.manual_seed(0)
+    config = HVAEConfig(
+        latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16), input_norm_const=0.33
+    )
+    stem = tmp_path_factory.mktemp("weights") / "tiny"
+    meta = {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0}
+    return save_model(HVAE(config).eval(), stem, meta)

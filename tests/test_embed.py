@@ -34,17 +34,6 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = HVAEConfig(
-        latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16), input_norm_const=0.33
-    )
-    model = HVAE(config).eval()
-    stem = tmp_path_factory.mktemp("weights") / "tiny"
-    return save_model(model, stem, {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0})
-
-
 def test_latents_invariant_and_frames_rotate_with_the_atoms(weights: Path) -> None:
     """Rotate (and translate) the atoms of a real structure in memory — no file rounding — and
     run parse → neighbourhoods → projection → encoder on both copies."""

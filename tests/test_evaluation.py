@@ -23,23 +23,11 @@ from holoprot.evaluation import (
     reconstruction_cosines,
     residue_type_probe,
 )
-from holoprot.model import HVAE, HVAEConfig, save_model
 from holoprot.structure import read_structure
 from holoprot.zernike import ZernikeBasis
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 LS = ZernikeBasis().layout()["l"]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = HVAEConfig(
-        latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16), input_norm_const=0.33
-    )
-    model = HVAE(config).eval()
-    stem = tmp_path_factory.mktemp("weights") / "tiny"
-    return save_model(model, stem, {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0})
 
 
 def test_cosines_of_x_with_itself_and_its_negative() -> None:
