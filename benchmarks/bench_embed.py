@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -47,9 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO / "data" / "structures-matched"
-FALLBACK_INPUTS = (REPO / "examples", REPO / "tests" / "data" / "structures")
+from common import cpu_model, default_structures, mb, row, structure_files
 
 REFERENCE = (
     "93 (HV CLI, 6 PDBs, its own timer; 75 by wall clock incl. start-up);"
@@ -76,40 +73,6 @@ with open(out, "w") as fh:
     }, fh)
 sys.exit(code)
 """
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mb(kilobytes: int) -> float:
-    return kilobytes / 1024
-
-
-def _row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def default_structures() -> list[str]:
-    """The BM5 corpus when unpacked, else the small structures shipped with the repository."""
-    if DEFAULT_CORPUS.is_dir():
-        return [str(DEFAULT_CORPUS)]
-    return [str(p) for p in FALLBACK_INPUTS]
-
-
-def structure_files(items: list[str] | None, max_files: int) -> list[str]:
-    """Absolute structure paths from CLI-style items, first `max_files` (0 = all)."""
-    from holoprot.inputs import expand_inputs
-
-    paths = [str(p.resolve()) for p in expand_inputs(items or default_structures())]
-    return paths[:max_files] if max_files > 0 else paths
 
 
 def make_tiny_weights(folder: Path) -> str:
@@ -284,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
                     ]
                     rows_out = results[0]["rows"]
                     wall = statistics.median(r["seconds_wall"] for r in results)
-                    parent = max(_mb(r["peak_rss_self_kb"]) for r in results)
-                    child = max(_mb(r["peak_rss_children_kb"]) for r in results)
+                    parent = max(mb(r["peak_rss_self_kb"]) for r in results)
+                    child = max(mb(r["peak_rss_children_kb"]) for r in results)
                     extra = ""
                     if mode == "api":
                         inproc = statistics.median(r["seconds_in_process"] for r in results)
@@ -307,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                         f" peak RSS main {parent:,.0f} MB, largest worker {child:,.0f} MB"
                     )
                     rows.append(
-                        _row(
+                        row(
                             f"end to end, {'holoprot embed CLI' if mode == 'cli' else 'API'},"
                             f" {device}, workers={workers}"
                             + (" (TINY RANDOM MODEL)" if args.tiny_weights else ""),

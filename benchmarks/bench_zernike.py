@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -55,10 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO / "data" / "structures-matched"
-FALLBACK_INPUTS = (REPO / "examples", REPO / "tests" / "data" / "structures")
+from common import cpu_model, default_structures, mb, row, structure_files
 
 REFERENCE = {
     "whole": "537–561 (HV encoder, whole protein, 2fe3)",
@@ -68,40 +64,6 @@ REFERENCE = {
 }
 TARGET_PROJECTION = "≥ 10,000 nbhd/s"
 TARGET_FILES = "≥ 3,000 residues/s"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _mb(kilobytes: int) -> float:
-    return kilobytes / 1024
-
-
-def _row(*cells: object) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def default_structures() -> list[str]:
-    """The BM5 corpus when unpacked, else the small structures shipped with the repository."""
-    if DEFAULT_CORPUS.is_dir():
-        return [str(DEFAULT_CORPUS)]
-    return [str(p) for p in FALLBACK_INPUTS]
-
-
-def structure_files(items: list[str] | None, max_files: int) -> list[str]:
-    """Structure paths from CLI-style items (files, folders, globs, @lists), first `max_files`."""
-    from holoprot.inputs import expand_inputs
-
-    paths = [str(p) for p in expand_inputs(items or default_structures())]
-    return paths[:max_files] if max_files > 0 else paths
 
 
 def _int_list(text: str) -> list[int]:
@@ -213,7 +175,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
     rate = n_pool / t
     print(f"   whole structure per call: {rate:,.0f} nbhd/s (median run {t:.3f} s)")
     rows.append(
-        _row(
+        row(
             f"projection, whole structure per call ({device})",
             inputs,
             f"{rate:,.0f} nbhd/s",
@@ -236,7 +198,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
             f" median run {t:.3f} s{note})"
         )
         rows.append(
-            _row(
+            row(
                 f"projection, chunks of {size:,} ({device})",
                 f"{inputs}{note}",
                 f"{rate:,.0f} nbhd/s",
@@ -303,8 +265,8 @@ def part_b(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Pat
         residues = results[0]["residues"]
         wall = statistics.median(r["seconds_wall"] for r in results)
         inproc = statistics.median(r["seconds_in_process"] for r in results)
-        parent = max(_mb(r["peak_rss_self_kb"]) for r in results)
-        child = max(_mb(r["peak_rss_children_kb"]) for r in results)
+        parent = max(mb(r["peak_rss_self_kb"]) for r in results)
+        child = max(mb(r["peak_rss_children_kb"]) for r in results)
         print(
             f"   workers={workers}: {residues / wall:,.0f} residues/s incl. start-up"
             f" ({residues / inproc:,.0f} in process); {residues:,} residues,"
@@ -312,7 +274,7 @@ def part_b(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Pat
             f" peak RSS parent {parent:,.0f} MB, largest child {child:,.0f} MB"
         )
         rows.append(
-            _row(
+            row(
                 f"files → coefficients, workers={workers}",
                 f"{len(paths)} files, {residues:,} residues",
                 f"{residues / wall:,.0f} residues/s incl. start-up"
@@ -329,7 +291,7 @@ def part_c(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Pat
         peaks = []
         for mult in _int_list(args.memory_multipliers):
             r = run_child(paths * mult, workers, args.threads, tmp)
-            parent, child = _mb(r["peak_rss_self_kb"]), _mb(r["peak_rss_children_kb"])
+            parent, child = mb(r["peak_rss_self_kb"]), mb(r["peak_rss_children_kb"])
             peaks.append((mult, parent, child))
             print(
                 f"   workers={workers}, {mult}× ({len(paths) * mult} files, {r['residues']:,}"
@@ -340,7 +302,7 @@ def part_c(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Pat
         growth = (peaks[-1][1] + peaks[-1][2]) / max(1e-9, peaks[0][1] + peaks[0][2])
         print(f"   largest/smallest list: {growth:.2f}× (parent + child peak)")
         rows.append(
-            _row(
+            row(
                 f"files → coefficients peak RSS, workers={workers} (parent / largest child, MB)",
                 f"{len(paths)} files × {','.join(str(m) for m, _, _ in peaks)}",
                 cells,
@@ -387,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             part_b(paths, args, rows, Path(tmp))
         if "c" in parts:
             part_c(paths, args, rows, Path(tmp))
-    driver = _mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    driver = mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(f"peak RSS of this driver process (part a data included): {driver:,.0f} MB")
     print("\nMarkdown rows (measurement | inputs | holoprot | reference | target):")
     print("\n".join(rows))
