@@ -293,6 +293,10 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint.")
     ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start from these weights (name or path), e.g. to continue training."),
+    ] = None,
     groups: Annotated[
         Path | None, typer.Option(help="CSV structure_id,group: groups never straddle splits.")
     ] = None,
@@ -369,6 +373,7 @@ def train(
                 },
                 device=device,
                 resume=resume,
+                init=init,
                 group_file=groups,
                 group_pattern=group_pattern,
                 fractions=fractions,  # type: ignore[arg-type]

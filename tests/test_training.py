@@ -176,3 +176,23 @@ def test_too_few_structures_and_bad_config(tmp_path: Path, small_config: Path) -
     (tmp_path / "empty").mkdir()
     result = run("train", tmp_path / "empty", "--out", tmp_path / "d")
     assert result.exit_code == 1 and "empty" in result.output
+
+
+def test_init_continues_from_trained_weights(tmp_path: Path, small_config: Path) -> None:
+    common = ["--batch-size", "128", "--workers", "0", "--cache-dir", tmp_path / "cache"]
+    first = tmp_path / "first"
+    a = run("train", *FILES, "--out", first, "--config", small_config, "--epochs", "1", *common)
+    assert a.exit_code == 0, a.output
+    # with a vanishing learning rate the continued model stays where it started
+    second = tmp_path / "second"
+    args = ["--init", first / "model.safetensors", "--epochs", "1", "--lr", "1e-12", *common]
+    b = run("train", *FILES, "--out", second, *args)
+    assert b.exit_code == 0, b.output
+    start, _ = load_model_file(first / "model")
+    continued, meta = load_model_file(second / "model")
+    assert continued.config == start.config
+    assert meta["initialised_from"].endswith("model.safetensors")
+    for (name, p), q in zip(start.named_parameters(), continued.parameters(), strict=True):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-6, err_msg=name)
+    bad = run("train", *FILES, "--out", tmp_path / "x", *args, "--config", small_config)
+    assert bad.exit_code == 1 and "--init" in bad.output

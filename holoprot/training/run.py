@@ -33,6 +33,7 @@ from holoprot.training.dataset import (
     split_groups,
 )
 from holoprot.training.trainer import Trainer, TrainSettings, input_norm_constant, plot_loss_curve
+from holoprot.weights import resolve_weights
 
 #: Keys of a --config JSON file besides HVAEConfig fields.
 _SETTINGS_KEYS = {f for f in TrainSettings.__dataclass_fields__}
@@ -99,6 +100,7 @@ def train(
     overrides: dict | None = None,
     device: str = "auto",
     resume: bool = False,
+    init: str | os.PathLike | None = None,
     group_file: str | os.PathLike | None = None,
     group_pattern: str | None = None,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -112,6 +114,9 @@ def train(
 ) -> Path:
     """Train an H-(V)AE on the residues of `structures`; returns the path of model.safetensors.
 
+    `init` (a weights name or path) starts from trained weights — their architecture, input
+    constant and parameters — with a fresh optimiser, e.g. to continue training elsewhere.
+
     `overrides` holds TrainSettings fields from the command line (epochs, batch_size, lr, seed),
     which win over the config file.
     """
@@ -120,6 +125,10 @@ def train(
         raise HoloprotError(f"{run}: already holds a training run; pass --resume or another --out")
     if resume and not (run / "checkpoint.json").exists():
         raise HoloprotError(f"{run}: no checkpoint to resume from")
+    if init is not None and (resume or config_file is not None or vae):
+        raise HoloprotError(
+            "--init takes the architecture from the weights: no --resume/--config/--vae"
+        )
     run.mkdir(parents=True, exist_ok=True)
     model_fields, setting_fields = read_config_file(config_file)
     setting_fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -150,9 +159,13 @@ def train(
             f" {len(rows['val'])} validation (need at least 2 and 1)"
         )
     basis_irreps = proj.basis.irreps
+    start = None
     if resume:
         stored = json.loads((run / "checkpoint.json").read_text())["config"]
         config = HVAEConfig.from_dict(stored)
+    elif init is not None:  # continue from trained weights: same architecture and constant
+        start, _ = load_model_file(resolve_weights(init))
+        config = start.config
     else:
         ls = irreps_ls(basis_irreps)
         norm = input_norm_constant(data, rows["train"], ls)
@@ -168,6 +181,8 @@ def train(
         raise HoloprotError(f"model expects irreps {config.irreps_in}, the data has {basis_irreps}")
     torch.manual_seed(settings.seed)
     model = HVAE(config)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     metadata = {
         "training_data": {
             "n_files": len(paths),
@@ -180,6 +195,7 @@ def train(
             "group_file": str(group_file) if group_file else None,
             "group_pattern": group_pattern,
         },
+        "initialised_from": None if init is None else str(init),
         "basis": proj.basis.metadata(),
         "radius": proj.radius,
         "hardware": {
