@@ -129,11 +129,11 @@ def stream_to_parquet(
     n_todo: int,
     what: str,
     skip_errors: bool,
-) -> list[tuple[str, str]]:
+) -> tuple[int, list[tuple[str, str]]]:
     """Write each input's table (with a progress bar), then commit the file in input `order`.
 
     A failed input stops the run (HoloprotError, nothing committed) unless `skip_errors`;
-    returns the skipped (source, message) pairs.
+    returns the rows written and the skipped (source, message) pairs.
     """
     failures: list[tuple[str, str]] = []
     residues = 0
@@ -149,8 +149,7 @@ def stream_to_parquet(
             writer.write(item)
             residues += item.num_rows
             bar.update(task, rate=f"{residues} residues")
-    writer.commit(order)
-    return failures
+    return writer.commit(order), failures
 
 
 def check_output_path(output: Path) -> Path:
@@ -203,8 +202,10 @@ def zernike(
                     schema.field("coefficients"), [vector_array(item.coefficients)]
                 )
 
-        failures = stream_to_parquet(tables(), writer, paths, len(todo), "zernike", skip_errors)
-        stderr.print(f"wrote {writer.rows} residues to {output}", highlight=False)
+        rows, failures = stream_to_parquet(
+            tables(), writer, paths, len(todo), "zernike", skip_errors
+        )
+        stderr.print(f"wrote {rows} residues to {output}", highlight=False)
         report_skipped(failures)
 
 
@@ -255,9 +256,9 @@ def embed(
         tables = embedder.iter_files(
             todo, model=model, chains=chain_list, frames=frames, workers=workers
         )
-        failures = stream_to_parquet(tables, writer, paths, len(todo), "embed", skip_errors)
+        rows, failures = stream_to_parquet(tables, writer, paths, len(todo), "embed", skip_errors)
         stderr.print(
-            f"wrote {writer.rows} residues to {output} (weights {embedder.weights_name},"
+            f"wrote {rows} residues to {output} (weights {embedder.weights_name},"
             f" device {embedder.device})",
             highlight=False,
         )

@@ -132,7 +132,6 @@ class ResidueTableWriter:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._sources: dict[str, Path] = {}  # source path -> file holding its rows
-        self.rows = 0  # rows in the committed file
         if not self.path.parent.is_dir():
             raise HoloprotError(f"{self.path}: output folder does not exist")
         if resume:
@@ -206,5 +205,4 @@ class ResidueTableWriter:
         _atomic_write(self.path, tables(), self.schema)
         if self.parts_dir.exists():
             shutil.rmtree(self.parts_dir)
-        self.rows = rows
         return rows
