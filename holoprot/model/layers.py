@@ -116,8 +116,8 @@ class SignalNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
 
     def inverse_norm(self, x: Mapping[int, Tensor]) -> Tensor:
-        """``1 / N_b`` as a ``(B, 1)`` tensor."""
-        sq = sum(x[l].pow(2).sum(dim=(0, 2)) / (2 * l + 1) for l in self.ls)
+        """``1 / N_b`` as a ``(B, 1)`` tensor (degrees absent from ``x`` count as zero)."""
+        sq = sum(x[l].pow(2).sum(dim=(0, 2)) / (2 * l + 1) for l in self.ls if l in x)
         return (sq + self.eps).rsqrt()[:, None]
 
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
@@ -135,11 +135,19 @@ class TensorProductNonlinearity(nn.Module):
     ``p``-th path ``(l1, l2)`` of ``l3`` in :func:`~holoprot.model.cg.tp_paths` order; ``C`` is
     the input multiplicity (equal for every ``l``). Equivariant because C is an intertwiner.
 
-    Implementation: paths sharing ``(l1, l2)`` are contracted together — the concatenated CG
-    tensors of all its ``l3``, ``(Σ(2l3+1), (2l1+1)(2l2+1))``, times the outer product
-    ``x^{l1} ⊗ x^{l2}`` viewed as ``((2l1+1)(2l2+1), B·C)``, one matmul per pair; each ``l3``
-    output is then one ``stack`` of row slices. CG tensors are float64 masters re-cast to the
-    module's dtype/device, so ``.double()`` gets exact float64 coefficients.
+    Implementation: a self path ``(l, l) → l3`` sees the symmetric product ``x_m x_n`` and
+    ``C^{l l l3}`` is antisymmetric in ``(m, n)`` for odd ``l3`` (exchange symmetry
+    ``(−1)^{2l+l3}``), so odd-``l3`` self paths are identically zero and are not computed. The
+    other paths sharing ``(l1, l2)`` are contracted together: the concatenated CG tensors of
+    their ``l3``, ``(Σ(2l3+1), (2l1+1)(2l2+1))``, times the outer product ``x^{l1} ⊗ x^{l2}``
+    viewed as ``((2l1+1)(2l2+1), B·C)``, one matmul per pair; each ``l3`` output is then one
+    ``stack`` of row slices.
+
+    :meth:`forward` returns the full layout (zero blocks included). :meth:`forward_nonzero`
+    returns only the nonzero path blocks; :meth:`nonzero_channels` gives their channel indices
+    in the full layout, so a following linear layer can use just those rows of its weight.
+    CG tensors are float64 masters re-cast to the module's dtype/device, so ``.double()`` gets
+    exact float64 coefficients.
     """
 
     def __init__(self, mul: int, ls_in: Sequence[int], ls_out: Sequence[int], rule: str) -> None:
@@ -148,16 +156,17 @@ class TensorProductNonlinearity(nn.Module):
         self.ls_in = sorted(ls_in)
         self.paths = tp_paths(self.ls_in, ls_out, rule)
         self.irreps_out = {l3: len(p) * mul for l3, p in self.paths.items()}
-        offsets, start = {}, 0
-        for l in self.ls_in:
-            offsets[l] = start
-            start += 2 * l + 1
+        self.nonzero_paths = {
+            l3: [p for p in pairs if p[0] != p[1] or l3 % 2 == 0]
+            for l3, pairs in self.paths.items()
+        }
         groups: dict[tuple[int, int], list[int]] = {}
-        for l3, pairs in self.paths.items():
+        for l3, pairs in self.nonzero_paths.items():
             for pair in pairs:
                 groups.setdefault(pair, []).append(l3)
-        # (l1, l2, row offset of l1, row offset of l2, l3s, buffer name)
-        self.groups = []
+        self.nonzero_paths = {l3: p for l3, p in self.nonzero_paths.items() if p}
+        # ((l1, l2), l3s, buffer name) per group
+        self.groups: list[tuple[tuple[int, int], tuple[int, ...], str]] = []
         self._masters: dict[str, Tensor] = {}
         for (l1, l2), l3s in groups.items():
             d1, d2 = 2 * l1 + 1, 2 * l2 + 1
@@ -165,7 +174,16 @@ class TensorProductNonlinearity(nn.Module):
             name = f"cg_{l1}_{l2}"
             self._masters[name] = mat.T.contiguous()
             self.register_buffer(name, mat.T.to(torch.get_default_dtype()), persistent=False)
-            self.groups.append((l1, l2, offsets[l1], offsets[l2], tuple(l3s), name))
+            self.groups.append(((l1, l2), tuple(l3s), name))
+        for l3, pairs in self.paths.items():
+            kept = [i for i, p in enumerate(pairs) if p[0] != p[1] or l3 % 2 == 0]
+            channels = torch.tensor(kept, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
+            self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
+
+    def nonzero_channels(self, l3: int) -> Tensor:
+        """Channel indices (in the full ``l3`` layout) of the blocks :meth:`forward_nonzero`
+        returns, ascending; int64."""
+        return getattr(self, f"nonzero_channels_{l3}")
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> nn.Module:
         super()._apply(fn, recurse)
@@ -178,24 +196,34 @@ class TensorProductNonlinearity(nn.Module):
     def path_count(self) -> int:
         return sum(len(p) for p in self.paths.values())
 
-    def forward(self, x: Mapping[int, Tensor]) -> Feature:
-        signal = torch.cat([x[l] for l in self.ls_in], dim=0)
-        _, batch, chans = signal.shape
-        flat = signal.reshape(signal.shape[0], batch * chans)
+    def forward_nonzero(self, x: Mapping[int, Tensor]) -> Feature:
+        """The nonzero path blocks: ``{l3: (2l3+1, B, len(nonzero_paths[l3])·C)}`` (``l3`` without
+        any nonzero path left out)."""
+        _, batch, chans = x[self.ls_in[0]].shape
+        flat = {l: x[l].reshape(2 * l + 1, batch * chans) for l in self.ls_in}
         pieces: dict[tuple[int, int, int], Tensor] = {}
-        for l1, l2, o1, o2, l3s, name in self.groups:
-            a = flat[o1 : o1 + 2 * l1 + 1]
-            b = flat[o2 : o2 + 2 * l2 + 1]
-            outer = (a[:, None, :] * b[None, :, :]).reshape(-1, batch * chans)
+        for (l1, l2), l3s, name in self.groups:
+            outer = (flat[l1][:, None, :] * flat[l2][None, :, :]).view(-1, batch * chans)
             y = (getattr(self, name) @ outer).view(-1, batch, chans)
-            for l3, part in zip(l3s, y.split([2 * l3 + 1 for l3 in l3s]), strict=True):
-                pieces[(l1, l2, l3)] = part
+            for l3, block in zip(l3s, y.split([2 * l3 + 1 for l3 in l3s]), strict=True):
+                pieces[(l1, l2, l3)] = block
         return {
             l3: torch.stack([pieces[(l1, l2, l3)] for l1, l2 in pairs], dim=2).view(
                 2 * l3 + 1, batch, len(pairs) * chans
             )
-            for l3, pairs in self.paths.items()
+            for l3, pairs in self.nonzero_paths.items()
         }
+
+    def forward(self, x: Mapping[int, Tensor]) -> Feature:
+        compact = self.forward_nonzero(x)
+        batch, like = next(iter(x.values())).shape[1], next(iter(x.values()))
+        out: Feature = {}
+        for l3, mul_out in self.irreps_out.items():
+            full = like.new_zeros(2 * l3 + 1, batch, mul_out)
+            if l3 in compact:
+                full[..., self.nonzero_channels(l3)] = compact[l3]
+            out[l3] = full
+        return out
 
 
 class CGBlock(nn.Module):
@@ -204,7 +232,8 @@ class CGBlock(nn.Module):
     Output irreps ``{l: ch_out for l in 0..lmax_out}``. The skip adds ``h^l`` for every ``l`` in
     both input and output, zero-padded (fewer input channels) or truncated to the first
     ``ch_out`` channels (more input channels). The signal norm is folded into the linear layer:
-    ``Linear(t/N_b·w_l + β δ_l0) = Linear_{W·w_l}(t)/N_b + β·Σ_i W^0_{i·}``.
+    ``Linear(t/N_b·w_l + β δ_l0) = Linear_{W·w_l}(t)/N_b + β·Σ_i W^0_{i·}``, and the tensor
+    product's identically-zero path blocks are skipped (only their weight rows are dropped).
     """
 
     def __init__(self, irreps_in: Irreps, ch_out: int, lmax_out: int, rule: str) -> None:
@@ -227,12 +256,16 @@ class CGBlock(nn.Module):
         self.linear = SO3Linear(self.tp.irreps_out, self.irreps_out)
 
     def forward(self, h: Mapping[int, Tensor]) -> Feature:
-        t = self.tp(self.batch_norm(h))
+        t = self.tp.forward_nonzero(self.batch_norm(h))
         inv = self.signal_norm.inverse_norm(t)
         out: Feature = {}
         for l in self.linear.ls:
             w = self.linear.weights[str(l)]
-            y = (t[l] @ (w * self.signal_norm.weights[str(l)])) * inv
+            if l in t:
+                rows = w.index_select(0, self.tp.nonzero_channels(l))
+                y = (t[l] @ (rows * self.signal_norm.weights[str(l)])) * inv
+            else:
+                y = w.new_zeros(2 * l + 1, inv.shape[0], w.shape[1])
             if l == 0:
                 y = y + self.signal_norm.bias * w.sum(0)
             if l in h:
