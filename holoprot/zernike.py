@@ -215,7 +215,26 @@ class ZernikeBasis:
         mono_to_sh = _monomials_to_sh(self.lmax)
         n_mono = np.array([(l + 1) * (l + 2) // 2 for l in ls])
         mono_slices = np.stack([np.cumsum(n_mono) - n_mono, np.cumsum(n_mono)], axis=1)
+        lmax, n_ch = self.lmax, len(self.channels)
+        width = (lmax + 1) * (lmax + 2) // 2
+        padded_c = np.zeros((lmax + 1, width, 2 * lmax + 1))
+        for l, c in enumerate(mono_to_sh):
+            padded_c[l, : c.shape[0], : c.shape[1]] = c
+        out_index = np.zeros((n_ch, len(radial_l), 2 * lmax + 1), dtype=np.int64)
+        for i, (l, n) in enumerate(zip(radial_l, radial_n, strict=True)):
+            for c in range(n_ch):
+                first = offsets[l] + (c * n_per_l[l] + (n - l) // 2) * (2 * l + 1)
+                out_index[c, i, : 2 * l + 1] = first + np.arange(2 * l + 1)
+        cpu_kernel = {
+            "even": np.ascontiguousarray(even.T),
+            "radial_l": np.array(radial_l, dtype=np.int64),
+            "mono_exp": _monomial_exponents(lmax).astype(np.int64),
+            "mono_start": np.concatenate([[0], mono_slices[:, 1]]).astype(np.int64),
+            "mono_to_sh": padded_c,
+            "out_index": out_index,
+        }
         return {
+            "cpu_kernel": cpu_kernel,
             "n_per_l": n_per_l,
             "even_coeffs": even.T.copy(),  # (powers of ρ², n_radial)
             "radial_slices": radial_slices,
@@ -317,6 +336,7 @@ class ZernikeBasis:
         segment: torch.Tensor,
         n_segments: int,
         dtype: torch.dtype = torch.float32,
+        backend: str = "auto",
     ) -> torch.Tensor:
         """Sum the basis over the atoms of each segment (neighbourhood), per channel.
 
@@ -326,16 +346,24 @@ class ZernikeBasis:
             segment: (A,) int in [0, n_segments), the neighbourhood of each atom.
             n_segments: number of neighbourhoods S (segments without atoms give zeros).
             dtype: float32 (default) or float64 for the basis and the sums.
+            backend: 'numba' (fused CPU kernel, `holoprot._zernike_cpu`, float64 throughout),
+                'torch' (batched tensor code, any device) or 'auto' (numba on CPU, else torch).
 
         Returns:
             (S, dim) coefficients in the flat layout, on coords' device.
 
-        How: R_nl(ρ)·Y_lm(x̂) = Q_nl(ρ²)·Y_lm(u) with u = ρ·x̂ and Q_nl = R_nl / ρ^l, because e3nn's
-        Y_l are homogeneous polynomials of degree l. Writing Y_l(u) = M_l(u)·C_l with M_l the
-        (l+1)(l+2)/2 monomials of degree l, a channel's sum is Σ_a w_a Q(a)ᵀ M_l(a) · C_l: one
-        batched matrix product per l over the atoms of each (segment, channel) group, and the
-        small change of basis C_l applied once per group instead of once per atom.
+        How: R_nl(ρ)·Y_lm(x̂) = Q_nl(ρ²)·Y_lm(u) with u = ρ·x̂ and Q_nl = R_nl / ρ^l, because
+        e3nn's Y_l are homogeneous polynomials of degree l. Writing Y_l(u) = M_l(u)·C_l with M_l
+        the (l+1)(l+2)/2 monomials of degree l, a channel's sum is Σ_a w_a Q(a)ᵀ M_l(a) · C_l.
+        The torch backend does one batched matrix product per l over the atoms of each (segment,
+        channel) group (padded); the numba backend accumulates the same moments per segment in
+        one fused loop (see `holoprot._zernike_cpu`). Both apply the small change of basis C_l
+        once per group instead of once per atom.
         """
+        if backend not in ("auto", "numba", "torch"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+        if backend == "numba" or (backend == "auto" and coords.device.type == "cpu"):
+            return self._project_cpu(coords, channel, segment, n_segments, dtype)
         dev = coords.device
         n_ch = len(self.channels)
         keep = channel >= 0
@@ -353,6 +381,34 @@ class ZernikeBasis:
                 if a1 > a0:
                     self._project_channel(coords[a0:a1], counts[c, s0:s1], c, out[s0:s1])
         return out
+
+    def _project_cpu(
+        self,
+        coords: torch.Tensor,
+        channel: torch.Tensor,
+        segment: torch.Tensor,
+        n_segments: int,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The numba backend of :meth:`project`: one parallel iteration per segment."""
+        from holoprot._zernike_cpu import project_segments, set_threads
+
+        keep = (channel >= 0).numpy()
+        seg = segment.numpy()[keep]
+        order = np.argsort(seg, kind="stable") if np.any(np.diff(seg) < 0) else slice(None)
+        xyz = np.ascontiguousarray(coords.numpy()[keep][order], dtype=np.float64)
+        ch = np.ascontiguousarray(channel.numpy()[keep][order], dtype=np.int64)
+        counts = np.bincount(seg, minlength=n_segments)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out = np.zeros((n_segments, self.dim))
+        k = self._tables["cpu_kernel"]
+        set_threads(torch.get_num_threads())
+        project_segments(
+            xyz, ch, offsets, float(self.rcut), self.normalization == "square", k["even"],
+            k["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],
+            len(self.channels), out,
+        )  # fmt: skip
+        return torch.from_numpy(out).to(dtype)
 
     def _project_channel(
         self, coords: torch.Tensor, counts: torch.Tensor, channel: int, out: torch.Tensor
@@ -397,20 +453,24 @@ class ZernikeBasis:
         coords: np.ndarray,
         element: Sequence[str] | np.ndarray,
         dtype: torch.dtype = torch.float32,
+        backend: str = "auto",
     ) -> np.ndarray:
-        """Coefficients of one neighbourhood: coords (A, 3) Å relative to the centre → (dim,)."""
+        """Coefficients of one neighbourhood: coords (A, 3) Å relative to the centre → (dim,)
+        (`backend` as in :meth:`project`)."""
         c = torch.as_tensor(np.asarray(coords), dtype=torch.float64)
         ch = torch.as_tensor(self.channel_index(np.asarray(element)))
         seg = torch.zeros(len(ch), dtype=torch.int64)
-        return self.project(c, ch, seg, 1, dtype)[0].numpy()
+        return self.project(c, ch, seg, 1, dtype, backend)[0].numpy()
 
     def project_neighborhoods(
         self,
         nbh: Neighborhoods,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        backend: str = "auto",
     ) -> torch.Tensor:
-        """Coefficients of every neighbourhood of a ragged batch: (M, dim) on `device`."""
+        """Coefficients of every neighbourhood of a ragged batch: (M, dim) on `device`
+        (`backend` as in :meth:`project`)."""
         n_atoms = np.diff(nbh.offsets)
         segment = np.repeat(np.arange(len(n_atoms)), n_atoms)
         channel = self.channel_index(nbh.element)
@@ -421,4 +481,5 @@ class ZernikeBasis:
             torch.as_tensor(segment[keep]).to(device),
             len(n_atoms),
             dtype,
+            backend,
         )

@@ -1,4 +1,8 @@
-"""`holoprot train-affinity` and `holoprot predict-affinity`, added to an app by `register`."""
+"""`holoprot train-affinity` and `holoprot predict-affinity`, added to an app by `register`.
+
+The forest, evaluation and report modules (scikit-learn, skops, matplotlib) are imported inside
+the commands, so other `holoprot` commands do not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,7 @@ from holoprot.affinity.dataset import (
     parse_pair,
     read_manifest,
 )
-from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
-from holoprot.affinity.forest import METADATA_FILE, load_forest, save_forest
 from holoprot.affinity.index import find_index_files, read_core_ids, read_labels
-from holoprot.affinity.report import metrics_table, scatter_plot, write_failures, write_json
 from holoprot.errors import HoloprotError, InputError
 
 console = Console(stderr=True)
@@ -245,6 +246,8 @@ def train_affinity(
     CoreSet.dat is among the index files; else seeded random 80/10/10. Validation for the grid
     search is carved from training when the split gives none.
     """
+    from holoprot.affinity.report import metrics_table, write_failures, write_json
+
     try:
         if out.resolve().exists() and not overwrite:
             raise InputError(out, "already exists (pass --overwrite to replace it)")
@@ -351,6 +354,10 @@ def _train_kind(
     info: dict[str, Any],
 ) -> dict[str, Any]:
     """Fit, evaluate and save one feature kind; returns its metrics record."""
+    from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
+    from holoprot.affinity.forest import save_forest
+    from holoprot.affinity.report import scatter_plot, write_json
+
     folder.mkdir()
     extra = {"n_pocket": table.n_pocket} if kind == "hae" else {}
     side = pd.DataFrame({"id": table.ids, "ligand_source": table.ligand_source} | extra)
@@ -375,6 +382,8 @@ def _train_kind(
 
 
 def _resolve_model_dir(model_dir: Path) -> Path:
+    from holoprot.affinity.forest import METADATA_FILE
+
     if (model_dir / METADATA_FILE).is_file():
         return model_dir
     found = sorted(p.parent for p in model_dir.glob(f"*/{METADATA_FILE}"))
@@ -430,6 +439,8 @@ def predict_affinity(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
 ) -> None:
     """Predict −log10 affinity with a saved model (refuses other weights or a modified model)."""
+    from holoprot.affinity.forest import METADATA_FILE, load_forest
+
     try:
         folder = _resolve_model_dir(model_dir)
         model, meta = load_forest(folder)
