@@ -2,9 +2,10 @@
 
 Three parts (``--parts a,b,c``):
 
-a. Projection alone: neighbourhoods/s of ``ZernikeBasis().project_neighborhoods(nbh)`` under
-   ``torch.no_grad()``. Neighbourhoods are pre-extracted from real structure files with
-   ``read_structure`` + ``extract_neighborhoods(radius 10 Å)`` (not timed). Batches: one call per
+a. Projection alone: neighbourhoods/s of ``ZernikeBasis().project_neighborhoods(nbh,
+   backend=--backend)`` under ``torch.no_grad()`` (``auto``: the numba kernel on CPU).
+   Neighbourhoods are pre-extracted from real structure files with ``read_structure`` +
+   ``extract_neighborhoods(radius 10 Å)`` (not timed). Batches: one call per
    whole structure, and fixed chunks of ``--chunks`` neighbourhoods cut from all structures
    concatenated (the pool is repeated when it is smaller than a chunk; values do not change the
    work). One timed run projects every batch once; the figure is neighbourhoods / median run time
@@ -157,7 +158,8 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
     mean_ch = float(np.bincount(seg[in_channel], minlength=n_pool).mean())
     inputs = f"{len(structures)} files, {n_pool:,} nbhd, {mean_all:.1f} atoms/nbhd"
     print(
-        f"a. projection alone ({device}, {args.threads} threads): {len(structures)} structures"
+        f"a. projection alone ({device}, backend {args.backend}, {args.threads} threads):"
+        f" {len(structures)} structures"
         f" ({failed} failed), {n_pool:,} neighbourhoods; mean atoms per neighbourhood"
         f" {mean_all:.1f} (in C/N/O/S channels {mean_ch:.1f}); extraction took {t_extract:.1f} s"
         " (not timed)"
@@ -167,7 +169,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
         def fn() -> None:
             with torch.no_grad():
                 for b in batches:
-                    basis.project_neighborhoods(b, device=device)
+                    basis.project_neighborhoods(b, device=device, backend=args.backend)
 
         return fn
 
@@ -176,7 +178,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
     print(f"   whole structure per call: {rate:,.0f} nbhd/s (median run {t:.3f} s)")
     rows.append(
         row(
-            f"projection, whole structure per call ({device})",
+            f"projection, whole structure per call ({device}, {args.backend})",
             inputs,
             f"{rate:,.0f} nbhd/s",
             REFERENCE["whole"],
@@ -199,7 +201,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
         )
         rows.append(
             row(
-                f"projection, chunks of {size:,} ({device})",
+                f"projection, chunks of {size:,} ({device}, {args.backend})",
                 f"{inputs}{note}",
                 f"{rate:,.0f} nbhd/s",
                 REFERENCE["100"] if size == 100 else REFERENCE["chunk"],
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="part a only: cpu or cuda")
+    parser.add_argument("--backend", default="auto", help="part a only: auto, numba (CPU) or torch")
     parser.add_argument("--workers", default="0,1,2", help="part b worker counts")
     parser.add_argument("--chunks", default="100,10000", help="part a chunk sizes")
     parser.add_argument("--memory-multipliers", default="1,2,4")
