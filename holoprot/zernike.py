@@ -221,10 +221,8 @@ class ZernikeBasis:
         for l, c in enumerate(mono_to_sh):
             padded_c[l, : c.shape[0], : c.shape[1]] = c
         out_index = np.zeros((n_ch, len(radial_l), 2 * lmax + 1), dtype=np.int64)
-        for i, (l, n) in enumerate(zip(radial_l, radial_n, strict=True)):
-            for c in range(n_ch):
-                first = offsets[l] + (c * n_per_l[l] + (n - l) // 2) * (2 * l + 1)
-                out_index[c, i, : 2 * l + 1] = first + np.arange(2 * l + 1)
+        for i, l in enumerate(radial_l):  # the flat indices of radial function i, m ascending
+            out_index[:, i, : 2 * l + 1] = flat[:, np.array(radial_index) == i]
         cpu_kernel = {
             "even": np.ascontiguousarray(even.T),
             "radial_l": np.array(radial_l, dtype=np.int64),

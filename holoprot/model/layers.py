@@ -156,15 +156,18 @@ class TensorProductNonlinearity(nn.Module):
         self.ls_in = sorted(ls_in)
         self.paths = tp_paths(self.ls_in, ls_out, rule)
         self.irreps_out = {l3: len(p) * mul for l3, p in self.paths.items()}
-        self.nonzero_paths = {
-            l3: [p for p in pairs if p[0] != p[1] or l3 % 2 == 0]
+        # indices of the paths that are not identically zero (odd-l3 self paths are)
+        kept = {
+            l3: [i for i, (l1, l2) in enumerate(pairs) if l1 != l2 or l3 % 2 == 0]
             for l3, pairs in self.paths.items()
         }
         groups: dict[tuple[int, int], list[int]] = {}
-        for l3, pairs in self.nonzero_paths.items():
-            for pair in pairs:
-                groups.setdefault(pair, []).append(l3)
-        self.nonzero_paths = {l3: p for l3, p in self.nonzero_paths.items() if p}
+        for l3, indices in kept.items():
+            for i in indices:
+                groups.setdefault(self.paths[l3][i], []).append(l3)
+        self.nonzero_paths = {
+            l3: [self.paths[l3][i] for i in indices] for l3, indices in kept.items() if indices
+        }
         # ((l1, l2), l3s, buffer name) per group
         self.groups: list[tuple[tuple[int, int], tuple[int, ...], str]] = []
         self._masters: dict[str, Tensor] = {}
@@ -175,9 +178,8 @@ class TensorProductNonlinearity(nn.Module):
             self._masters[name] = mat.T.contiguous()
             self.register_buffer(name, mat.T.to(torch.get_default_dtype()), persistent=False)
             self.groups.append(((l1, l2), tuple(l3s), name))
-        for l3, pairs in self.paths.items():
-            kept = [i for i, p in enumerate(pairs) if p[0] != p[1] or l3 % 2 == 0]
-            channels = torch.tensor(kept, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
+        for l3, indices in kept.items():
+            channels = torch.tensor(indices, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
             self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
 
     def nonzero_channels(self, l3: int) -> Tensor:
@@ -216,10 +218,10 @@ class TensorProductNonlinearity(nn.Module):
 
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
         compact = self.forward_nonzero(x)
-        batch, like = next(iter(x.values())).shape[1], next(iter(x.values()))
+        like = x[self.ls_in[0]]
         out: Feature = {}
         for l3, mul_out in self.irreps_out.items():
-            full = like.new_zeros(2 * l3 + 1, batch, mul_out)
+            full = like.new_zeros(2 * l3 + 1, like.shape[1], mul_out)
             if l3 in compact:
                 full[..., self.nonzero_channels(l3)] = compact[l3]
             out[l3] = full
