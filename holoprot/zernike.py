@@ -221,11 +221,10 @@ class ZernikeBasis:
         for l, c in enumerate(mono_to_sh):
             padded_c[l, : c.shape[0], : c.shape[1]] = c
         out_index = np.zeros((n_ch, len(radial_l), 2 * lmax + 1), dtype=np.int64)
+        of_radial = np.array(radial_index)
         for i, l in enumerate(radial_l):  # the flat indices of radial function i, m ascending
-            out_index[:, i, : 2 * l + 1] = flat[:, np.array(radial_index) == i]
-        cpu_kernel = {
-            "even": np.ascontiguousarray(even.T),
-            "radial_l": np.array(radial_l, dtype=np.int64),
+            out_index[:, i, : 2 * l + 1] = flat[:, of_radial == i]
+        cpu_kernel = {  # besides even_coeffs and radial_l below
             "mono_exp": _monomial_exponents(lmax).astype(np.int64),
             "mono_start": np.concatenate([[0], mono_slices[:, 1]]).astype(np.int64),
             "mono_to_sh": padded_c,
@@ -391,22 +390,22 @@ class ZernikeBasis:
         """The numba backend of :meth:`project`: one parallel iteration per segment."""
         from holoprot._zernike_cpu import project_segments, set_threads
 
-        keep = (channel >= 0).numpy()
-        seg = segment.numpy()[keep]
+        keep = (channel >= 0).cpu().numpy()
+        seg = segment.cpu().numpy()[keep]
         order = np.argsort(seg, kind="stable") if np.any(np.diff(seg) < 0) else slice(None)
-        xyz = np.ascontiguousarray(coords.numpy()[keep][order], dtype=np.float64)
-        ch = np.ascontiguousarray(channel.numpy()[keep][order], dtype=np.int64)
+        xyz = np.ascontiguousarray(coords.cpu().numpy()[keep][order], dtype=np.float64)
+        ch = np.ascontiguousarray(channel.cpu().numpy()[keep][order], dtype=np.int64)
         counts = np.bincount(seg, minlength=n_segments)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         out = np.zeros((n_segments, self.dim))
-        k = self._tables["cpu_kernel"]
+        t, k = self._tables, self._tables["cpu_kernel"]
         set_threads(torch.get_num_threads())
         project_segments(
-            xyz, ch, offsets, float(self.rcut), self.normalization == "square", k["even"],
-            k["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],
+            xyz, ch, offsets, float(self.rcut), self.normalization == "square", t["even_coeffs"],
+            t["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],
             len(self.channels), out,
         )  # fmt: skip
-        return torch.from_numpy(out).to(dtype)
+        return torch.from_numpy(out).to(device=coords.device, dtype=dtype)
 
     def _project_channel(
         self, coords: torch.Tensor, counts: torch.Tensor, channel: int, out: torch.Tensor
