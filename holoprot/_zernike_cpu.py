@@ -139,10 +139,3 @@ def project_segments(
                     for k in range(n_l):
                         total += moments[c, i, k] * mono_to_sh[l, k, m]
                     out[s, out_index[c, i, m]] += total
-
-
-def set_threads(n: int) -> None:
-    """Use `n` numba threads (bounded by what numba was started with)."""
-    import numba
-
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))

@@ -1,4 +1,5 @@
-"""Choosing the torch device: `auto` means a CUDA GPU when one is present, else the CPU."""
+"""Choosing the torch device (`auto` means a CUDA GPU when one is present, else the CPU) and the
+threads of the numba CPU kernels."""
 
 from __future__ import annotations
 
@@ -17,3 +18,11 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise HoloprotError(f"--device {device}: not a torch device") from exc
+
+
+def set_numba_threads(n: int) -> None:
+    """Use `n` threads in the numba kernels (bounded by what numba was started with), so that they
+    follow ``torch.get_num_threads()``."""
+    import numba
+
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))

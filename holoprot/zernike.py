@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from e3nn import o3
 
+from holoprot.devices import set_numba_threads
+
 if TYPE_CHECKING:
     from holoprot.neighborhoods import Neighborhoods
 
@@ -388,7 +390,7 @@ class ZernikeBasis:
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """The numba backend of :meth:`project`: one parallel iteration per segment."""
-        from holoprot._zernike_cpu import project_segments, set_threads
+        from holoprot._zernike_cpu import project_segments
 
         keep = (channel >= 0).cpu().numpy()
         seg = segment.cpu().numpy()[keep]
@@ -399,7 +401,7 @@ class ZernikeBasis:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         out = np.zeros((n_segments, self.dim))
         t, k = self._tables, self._tables["cpu_kernel"]
-        set_threads(torch.get_num_threads())
+        set_numba_threads(torch.get_num_threads())
         project_segments(
             xyz, ch, offsets, float(self.rcut), self.normalization == "square", t["even_coeffs"],
             t["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],

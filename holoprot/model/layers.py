@@ -10,10 +10,14 @@ every layer here commutes with that action (scalars, ``l = 0``, are invariant).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
+from holoprot.devices import set_numba_threads
 from holoprot.model.cg import clebsch_gordan, tp_paths
 
 __all__ = [
@@ -27,6 +31,10 @@ __all__ = [
 
 Irreps = Mapping[int, int]
 Feature = dict[int, Tensor]
+
+#: The sparse tensor product drops CG entries at or below this magnitude (e3nn's float64
+#: ``wigner_3j`` gives exact zeros there; its nonzero entries are ≥ 5.7e-3 up to lmax 6).
+CG_ZERO = 1e-13
 
 
 class SO3Linear(nn.Module):
@@ -141,7 +149,9 @@ class TensorProductNonlinearity(nn.Module):
     other paths sharing ``(l1, l2)`` are contracted together: the concatenated CG tensors of
     their ``l3``, ``(Σ(2l3+1), (2l1+1)(2l2+1))``, times the outer product ``x^{l1} ⊗ x^{l2}``
     viewed as ``((2l1+1)(2l2+1), B·C)``, one matmul per pair; each ``l3`` output is then one
-    ``stack`` of row slices.
+    ``stack`` of row slices. That is the ``'torch'`` backend (any device); on CPU the default is
+    the ``'numba'`` backend (:mod:`holoprot.model._tp_cpu`): the same sums over the nonzero CG
+    entries only, per sample, with its own backward pass.
 
     :meth:`forward` returns the full layout (zero blocks included). :meth:`forward_nonzero`
     returns only the nonzero path blocks; :meth:`nonzero_channels` gives their channel indices
@@ -181,6 +191,7 @@ class TensorProductNonlinearity(nn.Module):
         for l3, indices in kept.items():
             channels = torch.tensor(indices, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
             self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
+        self._terms = _SparseTerms.build(self.ls_in, self.nonzero_paths)
 
     def nonzero_channels(self, l3: int) -> Tensor:
         """Channel indices (in the full ``l3`` layout) of the blocks :meth:`forward_nonzero`
@@ -198,9 +209,15 @@ class TensorProductNonlinearity(nn.Module):
     def path_count(self) -> int:
         return sum(len(p) for p in self.paths.values())
 
-    def forward_nonzero(self, x: Mapping[int, Tensor]) -> Feature:
+    def forward_nonzero(self, x: Mapping[int, Tensor], backend: str = "auto") -> Feature:
         """The nonzero path blocks: ``{l3: (2l3+1, B, len(nonzero_paths[l3])·C)}`` (``l3`` without
-        any nonzero path left out)."""
+        any nonzero path left out). `backend`: 'numba' (CPU only), 'torch', or 'auto' (numba on
+        CPU, torch elsewhere)."""
+        if backend not in ("auto", "numba", "torch"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+        device = x[self.ls_in[0]].device
+        if backend == "numba" or (backend == "auto" and device.type == "cpu"):
+            return self._forward_numba(x)
         _, batch, chans = x[self.ls_in[0]].shape
         flat = {l: x[l].reshape(2 * l + 1, batch * chans) for l in self.ls_in}
         pieces: dict[tuple[int, int, int], Tensor] = {}
@@ -216,8 +233,15 @@ class TensorProductNonlinearity(nn.Module):
             for l3, pairs in self.nonzero_paths.items()
         }
 
-    def forward(self, x: Mapping[int, Tensor]) -> Feature:
-        compact = self.forward_nonzero(x)
+    def _forward_numba(self, x: Mapping[int, Tensor]) -> Feature:
+        x_cat = torch.cat([x[l] for l in self.ls_in]).contiguous()
+        if x_cat.device.type != "cpu":
+            raise ValueError(f"the numba tensor product runs on CPU tensors, got {x_cat.device}")
+        blocks = _SparseTensorProduct.apply(x_cat, self._terms, self.nonzero_paths)
+        return dict(zip(self.nonzero_paths, blocks, strict=True))
+
+    def forward(self, x: Mapping[int, Tensor], backend: str = "auto") -> Feature:
+        compact = self.forward_nonzero(x, backend)
         like = x[self.ls_in[0]]
         out: Feature = {}
         for l3, mul_out in self.irreps_out.items():
@@ -226,6 +250,113 @@ class TensorProductNonlinearity(nn.Module):
                 full[..., self.nonzero_channels(l3)] = compact[l3]
             out[l3] = full
         return out
+
+
+@dataclass(frozen=True)
+class _SparseTerms:
+    """Term tables of the numba tensor product (see :mod:`holoprot.model._tp_cpu`).
+
+    ``row1, row2`` (T,) input rows of the degree-concatenated input; ``coef`` (T,) float64 and
+    ``coef32`` its float32 copy; group ``g`` owns terms ``group_start[g] … group_start[g+1]``
+    and writes output row ``group_row[g]`` (units of ``B·C``), path ``group_path[g]`` of
+    ``group_paths[g]``; ``n_rows``: output rows in all (units of ``B·C``).
+    """
+
+    row1: np.ndarray
+    row2: np.ndarray
+    coef: np.ndarray
+    coef32: np.ndarray
+    group_start: np.ndarray
+    group_row: np.ndarray
+    group_paths: np.ndarray
+    group_path: np.ndarray
+    n_rows: int
+
+    @classmethod
+    def build(
+        cls, ls_in: Sequence[int], nonzero_paths: Mapping[int, Sequence[tuple[int, int]]]
+    ) -> _SparseTerms:
+        first_row, offset = {}, 0
+        for l in ls_in:
+            first_row[l] = offset
+            offset += 2 * l + 1
+        rows1, rows2, coefs, starts, out_rows, out_paths, out_path = [], [], [], [0], [], [], []
+        done = 0
+        for l3, pairs in nonzero_paths.items():
+            n_paths = len(pairs)
+            cgs = [clebsch_gordan(l1, l2, l3).numpy() for l1, l2 in pairs]
+            for big_m in range(2 * l3 + 1):
+                for p, (l1, l2) in enumerate(pairs):
+                    cg = cgs[p]
+                    for m in range(2 * l1 + 1):
+                        for n in range(m if l1 == l2 else 0, 2 * l2 + 1):
+                            k = cg[m, n, big_m]
+                            if l1 == l2 and n != m:
+                                k += cg[n, m, big_m]
+                            if abs(k) > CG_ZERO:
+                                rows1.append(first_row[l1] + m)
+                                rows2.append(first_row[l2] + n)
+                                coefs.append(k)
+                    starts.append(len(coefs))
+                    out_rows.append(done + big_m * n_paths)
+                    out_paths.append(n_paths)
+                    out_path.append(p)
+            done += (2 * l3 + 1) * n_paths
+        coef = np.array(coefs, dtype=np.float64)
+
+        def ints(v: list[int]) -> np.ndarray:
+            return np.array(v, dtype=np.int64)
+
+        return cls(
+            ints(rows1), ints(rows2), coef, coef.astype(np.float32), ints(starts),
+            ints(out_rows), ints(out_paths), ints(out_path), done,
+        )  # fmt: skip
+
+    def tables(self, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
+        """Arguments of the kernels after ``x`` (and ``grad_out``), coefficients in `dtype`."""
+        coef = self.coef if dtype == torch.float64 else self.coef32
+        return (
+            self.row1, self.row2, coef, self.group_start, self.group_row, self.group_paths,
+            self.group_path,
+        )  # fmt: skip
+
+
+class _SparseTensorProduct(torch.autograd.Function):
+    """``x (R, B, C) → ((2l3+1, B, P·C) per l3)``: :func:`holoprot.model._tp_cpu.tp_forward`
+    into one buffer, returned as one view per ``l3`` (so that each output's gradient arrives as
+    its own tensor, not as a zero-filled copy of the whole buffer)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, terms: _SparseTerms, paths: Mapping[int, Sequence[tuple[int, int]]]
+    ) -> tuple[Tensor, ...]:
+        from holoprot.model._tp_cpu import tp_forward
+
+        if x.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"the numba tensor product needs float32 or float64, got {x.dtype}")
+        _, batch, chans = x.shape
+        flat = x.new_empty(terms.n_rows * batch * chans)
+        set_numba_threads(torch.get_num_threads())
+        tp_forward(x.detach().numpy(), *terms.tables(x.dtype), flat.numpy())
+        ctx.save_for_backward(x)
+        ctx.terms = terms
+        shapes = [(2 * l3 + 1, batch, len(pairs) * chans) for l3, pairs in paths.items()]
+        sizes = [a * b * c for a, b, c in shapes]
+        return tuple(
+            block.view(shape) for block, shape in zip(flat.split(sizes), shapes, strict=True)
+        )
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        from holoprot.model._tp_cpu import tp_backward
+
+        (x,) = ctx.saved_tensors
+        grad_out = torch.cat([g.reshape(-1) for g in grads])
+        grad_x = torch.empty_like(x)
+        set_numba_threads(torch.get_num_threads())
+        tp_backward(x.numpy(), grad_out.numpy(), *ctx.terms.tables(x.dtype), grad_x.numpy())
+        return grad_x, None, None
 
 
 class CGBlock(nn.Module):
