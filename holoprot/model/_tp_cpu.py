@@ -10,11 +10,11 @@ keeps one term per unordered ``{m, n}`` (coefficient ``C_{mnM} + C_{nmM}``). Ter
 by output row; per sample ``b`` (one parallel iteration) a group is summed in a ``C``-vector and
 stored once::
 
-    out[row_g, b, path_g, :] = Σ_{t ∈ g} k_t · x[r1_t, b, :] · x[r2_t, b, :]
+    out[M_g, b, path_g·C : (path_g+1)·C] = Σ_{t ∈ g} k_t · x[r1_t, b, :] · x[r2_t, b, :]
 
-The output is one flat buffer holding, for each ``l3``, the ``(2l3+1, B, P·C)`` block of its
-``P`` paths (``row_g = S_{l3} + M·P``, ``S_{l3}`` the rows of the lower degrees). The backward
-pass is the transpose of the same sums: ``gx[r1] += k·g·x[r2]`` and ``gx[r2] += k·g·x[r1]``.
+One call computes one output degree ``l3``, the ``(2l3+1, B, P·C)`` block of its ``P`` paths
+(groups ordered by ``M``, then path). The backward pass is the transpose of the same sums,
+``gx[r1] += k·g·x[r2]`` and ``gx[r2] += k·g·x[r1]``, accumulated degree by degree.
 Compiled on first use and cached by numba (``cache=True``); float32 and float64.
 """
 
@@ -31,23 +31,22 @@ def tp_forward(
     row2: np.ndarray,
     coef: np.ndarray,
     group_start: np.ndarray,
-    group_row: np.ndarray,
-    group_paths: np.ndarray,
+    group_m: np.ndarray,
     group_path: np.ndarray,
+    first_group: int,
     out: np.ndarray,
 ) -> None:
-    """Write every output group into `out` (flat, every entry written).
+    """Write one output degree: groups first_group … first_group + len(out)·P − 1 into `out`.
 
     x (R, B, C) contiguous; row1, row2 (T,) int64 input rows; coef (T,) x's dtype; group g owns
-    terms group_start[g] … group_start[g+1] and lands at flat offset
-    ``B·C·group_row[g] + (b·group_paths[g] + group_path[g])·C``.
+    terms group_start[g] … group_start[g+1] and is ``out[group_m[g], :, group_path[g]·C :][:C]``;
+    out (2l3+1, B, P·C) (every entry written).
     """
     n_rows, batch, chans = x.shape
-    stride = batch * chans
-    n_groups = len(group_row)
+    n_groups = out.shape[0] * (out.shape[2] // chans)
     for b in prange(batch):
         acc = np.empty(chans, dtype=x.dtype)
-        for g in range(n_groups):
+        for g in range(first_group, first_group + n_groups):
             acc[:] = 0
             for t in range(group_start[g], group_start[g + 1]):
                 k = coef[t]
@@ -55,9 +54,10 @@ def tp_forward(
                 i2 = row2[t]
                 for c in range(chans):
                     acc[c] += k * x[i1, b, c] * x[i2, b, c]
-            base = stride * group_row[g] + (b * group_paths[g] + group_path[g]) * chans
+            m = group_m[g]
+            col = group_path[g] * chans
             for c in range(chans):
-                out[base + c] = acc[c]
+                out[m, b, col + c] = acc[c]
 
 
 @njit(cache=True, parallel=True)
@@ -68,27 +68,24 @@ def tp_backward(
     row2: np.ndarray,
     coef: np.ndarray,
     group_start: np.ndarray,
-    group_row: np.ndarray,
-    group_paths: np.ndarray,
+    group_m: np.ndarray,
     group_path: np.ndarray,
+    first_group: int,
     grad_x: np.ndarray,
 ) -> None:
-    """Write ∂L/∂x into `grad_x` (R, B, C) given ∂L/∂out (flat, the layout of
-    :func:`tp_forward`); same term tables."""
+    """Add one output degree's share of ∂L/∂x into `grad_x` (R, B, C), given its ∂L/∂out
+    (2l3+1, B, P·C); the arguments of :func:`tp_forward`."""
     n_rows, batch, chans = x.shape
-    stride = batch * chans
-    n_groups = len(group_row)
+    n_groups = grad_out.shape[0] * (grad_out.shape[2] // chans)
     for b in prange(batch):
-        for r in range(n_rows):
-            for c in range(chans):
-                grad_x[r, b, c] = 0
-        for g in range(n_groups):
-            base = stride * group_row[g] + (b * group_paths[g] + group_path[g]) * chans
+        for g in range(first_group, first_group + n_groups):
+            m = group_m[g]
+            col = group_path[g] * chans
             for t in range(group_start[g], group_start[g + 1]):
                 k = coef[t]
                 i1 = row1[t]
                 i2 = row2[t]
                 for c in range(chans):
-                    kg = k * grad_out[base + c]
+                    kg = k * grad_out[m, b, col + c]
                     grad_x[i1, b, c] += kg * x[i2, b, c]
                     grad_x[i2, b, c] += kg * x[i1, b, c]

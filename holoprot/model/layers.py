@@ -258,8 +258,8 @@ class _SparseTerms:
 
     ``row1, row2`` (T,) input rows of the degree-concatenated input; ``coef`` (T,) float64 and
     ``coef32`` its float32 copy; group ``g`` owns terms ``group_start[g] … group_start[g+1]``
-    and writes output row ``group_row[g]`` (units of ``B·C``), path ``group_path[g]`` of
-    ``group_paths[g]``; ``n_rows``: output rows in all (units of ``B·C``).
+    and writes row ``group_m[g]``, path ``group_path[g]`` of its degree's output;
+    ``first_group[l3]``: the first group of degree ``l3``.
     """
 
     row1: np.ndarray
@@ -267,10 +267,9 @@ class _SparseTerms:
     coef: np.ndarray
     coef32: np.ndarray
     group_start: np.ndarray
-    group_row: np.ndarray
-    group_paths: np.ndarray
+    group_m: np.ndarray
     group_path: np.ndarray
-    n_rows: int
+    first_group: dict[int, int]
 
     @classmethod
     def build(
@@ -280,10 +279,10 @@ class _SparseTerms:
         for l in ls_in:
             first_row[l] = offset
             offset += 2 * l + 1
-        rows1, rows2, coefs, starts, out_rows, out_paths, out_path = [], [], [], [0], [], [], []
-        done = 0
+        rows1, rows2, coefs, starts, group_m, group_path = [], [], [], [0], [], []
+        first_group = {}
         for l3, pairs in nonzero_paths.items():
-            n_paths = len(pairs)
+            first_group[l3] = len(group_m)
             cgs = [clebsch_gordan(l1, l2, l3).numpy() for l1, l2 in pairs]
             for big_m in range(2 * l3 + 1):
                 for p, (l1, l2) in enumerate(pairs):
@@ -298,33 +297,28 @@ class _SparseTerms:
                                 rows2.append(first_row[l2] + n)
                                 coefs.append(k)
                     starts.append(len(coefs))
-                    out_rows.append(done + big_m * n_paths)
-                    out_paths.append(n_paths)
-                    out_path.append(p)
-            done += (2 * l3 + 1) * n_paths
+                    group_m.append(big_m)
+                    group_path.append(p)
         coef = np.array(coefs, dtype=np.float64)
 
         def ints(v: list[int]) -> np.ndarray:
             return np.array(v, dtype=np.int64)
 
         return cls(
-            ints(rows1), ints(rows2), coef, coef.astype(np.float32), ints(starts),
-            ints(out_rows), ints(out_paths), ints(out_path), done,
+            ints(rows1), ints(rows2), coef, coef.astype(np.float32), ints(starts), ints(group_m),
+            ints(group_path), first_group,
         )  # fmt: skip
 
     def tables(self, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
-        """Arguments of the kernels after ``x`` (and ``grad_out``), coefficients in `dtype`."""
+        """Kernel arguments after ``x`` (and ``grad_out``), coefficients in `dtype`."""
         coef = self.coef if dtype == torch.float64 else self.coef32
-        return (
-            self.row1, self.row2, coef, self.group_start, self.group_row, self.group_paths,
-            self.group_path,
-        )  # fmt: skip
+        return self.row1, self.row2, coef, self.group_start, self.group_m, self.group_path
 
 
 class _SparseTensorProduct(torch.autograd.Function):
-    """``x (R, B, C) → ((2l3+1, B, P·C) per l3)``: :func:`holoprot.model._tp_cpu.tp_forward`
-    into one buffer, returned as one view per ``l3`` (so that each output's gradient arrives as
-    its own tensor, not as a zero-filled copy of the whole buffer)."""
+    """``x (R, B, C) → ((2l3+1, B, P·C) per l3)`` with :mod:`holoprot.model._tp_cpu`, one
+    kernel call per output degree (separate tensors, so no buffer of all degrees is allocated
+    or gathered)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -335,16 +329,17 @@ class _SparseTensorProduct(torch.autograd.Function):
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"the numba tensor product needs float32 or float64, got {x.dtype}")
         _, batch, chans = x.shape
-        flat = x.new_empty(terms.n_rows * batch * chans)
         set_numba_threads(torch.get_num_threads())
-        tp_forward(x.detach().numpy(), *terms.tables(x.dtype), flat.numpy())
+        x_np, tables = x.detach().numpy(), terms.tables(x.dtype)
+        outs = []
+        for l3, pairs in paths.items():
+            out = x.new_empty(2 * l3 + 1, batch, len(pairs) * chans)
+            tp_forward(x_np, *tables, terms.first_group[l3], out.numpy())
+            outs.append(out)
         ctx.save_for_backward(x)
         ctx.terms = terms
-        shapes = [(2 * l3 + 1, batch, len(pairs) * chans) for l3, pairs in paths.items()]
-        sizes = [a * b * c for a, b, c in shapes]
-        return tuple(
-            block.view(shape) for block, shape in zip(flat.split(sizes), shapes, strict=True)
-        )
+        ctx.l3s = list(paths)
+        return tuple(outs)
 
     @staticmethod
     @once_differentiable
@@ -352,10 +347,14 @@ class _SparseTensorProduct(torch.autograd.Function):
         from holoprot.model._tp_cpu import tp_backward
 
         (x,) = ctx.saved_tensors
-        grad_out = torch.cat([g.reshape(-1) for g in grads])
-        grad_x = torch.empty_like(x)
+        grad_x = torch.zeros_like(x)
         set_numba_threads(torch.get_num_threads())
-        tp_backward(x.numpy(), grad_out.numpy(), *ctx.terms.tables(x.dtype), grad_x.numpy())
+        x_np, tables = x.numpy(), ctx.terms.tables(x.dtype)
+        for l3, grad in zip(ctx.l3s, grads, strict=True):
+            tp_backward(
+                x_np, grad.contiguous().numpy(), *tables, ctx.terms.first_group[l3],
+                grad_x.numpy(),
+            )  # fmt: skip
         return grad_x, None, None
 
 
