@@ -4,11 +4,11 @@ Two ways of running the same path, each timed by wall clock around a fresh Pytho
 interpreter start-up, imports, loading the weights, the worker pool's start-up and the final
 Parquet commit are all included:
 
-* ``api``: this script in child mode does what the CLI does: ``Embedder(weights, device,
-  batch_size)``, ``ResidueTableWriter(out, schema, schema.metadata)``, ``writer.write(table)`` for
-  every table of ``Embedder.iter_files(paths, workers=W)``, ``writer.commit(paths)``. It also
-  reports the in-process time (after the imports: from before ``Embedder`` is built, so loading
-  the weights is included, to after the commit).
+* ``api``: this script in child mode does what the CLI does: ``tune_malloc()``,
+  ``Embedder(weights, device, batch_size)``, ``ResidueTableWriter(out, schema, schema.metadata)``,
+  ``writer.write(table)`` for every table of ``Embedder.iter_files(paths, workers=W)``,
+  ``writer.commit(paths)``. It also reports the in-process time (after the imports: from before
+  ``Embedder`` is built, so loading the weights is included, to after the commit).
 * ``cli``: ``holoprot embed @LIST -o OUT.parquet --weights W --device D --batch-size B
   [--workers W] --skip-errors``, through the console script's entry point
   (``holoprot.cli:app``) in a ``python -c`` wrapper that records peak RSS on exit.
@@ -96,11 +96,13 @@ def child_api(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    from holoprot.allocator import tune_malloc
     from holoprot.embedding import Embedder
     from holoprot.pipeline import FailedInput
     from holoprot.tables import ResidueTableWriter
 
     t_import = time.perf_counter() - start
+    tune_malloc()
     embedder = Embedder(spec["weights"], spec["device"], spec["batch_size"])
     t_model = time.perf_counter() - start - t_import
     schema = embedder.schema(False)

@@ -3,9 +3,11 @@
 Prints residues/s for ``model.encode`` (eval, no grad), samples/s for one training step
 (forward + backward + Adam, train mode) and the process's peak RSS. Each number is the median of
 ``--repeats`` timed calls after one warm-up. Inputs are random (throughput does not depend on the
-values); weights are a fresh init.
+values); weights are a fresh init. The allocator is tuned as the `holoprot` command tunes it
+(:func:`holoprot.devices.tune_malloc`) unless ``--default-malloc``.
 
     python benchmarks/bench_model.py [--batch 512] [--repeats 3] [--device cpu|cuda] [--threads 2]
+        [--default-malloc]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from holoprot.allocator import tune_malloc
 from holoprot.model import HVAE, HVAEConfig, hvae_loss
 
 
@@ -43,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--default-malloc", action="store_true", help="do not tune_malloc()")
     args = parser.parse_args(argv)
+    tuned = False if args.default_malloc else tune_malloc()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             f" ({t_step:.2f} s/step)"
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    lines.append(f"peak RSS: {peak:.2f} GB")
+    lines.append(f"peak RSS: {peak:.2f} GB (malloc {'tuned' if tuned else 'default'})")
     if device.type == "cuda":
         lines.append(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 1024**3:.2f} GB")
     sys.stdout.write("\n".join(lines) + "\n")

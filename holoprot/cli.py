@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from holoprot.allocator import tune_malloc
 from holoprot.errors import HoloprotError
 from holoprot.pipeline import FailedInput
 from holoprot.tables import ResidueTableWriter
@@ -77,6 +78,7 @@ def _root(
     ] = False,
 ) -> None:
     """Rotation-invariant embeddings of protein residue microenvironments (Holographic-(V)AE)."""
+    tune_malloc()
 
 
 def fail(message: str) -> None:
