@@ -9,7 +9,9 @@ These are the metrics of the model card (``weights/README.md``), computed by
 * residue-type probe: a logistic regression from latent to residue name over the 20 standard
   amino acids, trained on train residues, scored on test residues (:func:`residue_type_probe`);
 * a small probe on public files shipped with the repository (:func:`slice_probe`), which a test
-  recomputes to check that the recorded numbers come from this code and these weights.
+  recomputes to check that the recorded numbers come from this code and these weights;
+* for scale, the same probe on the input's own rotation invariants (:func:`input_invariants`):
+  what a linear read-out of the coefficients' degree-1 and degree-2 invariants achieves.
 
 Everything is deterministic given ``seed``: subsamples come from ``np.random.default_rng(seed)``.
 """
@@ -221,6 +223,35 @@ def residue_type_probe(
     }
 
 
+def input_invariants(coefficients: np.ndarray, ls: np.ndarray) -> np.ndarray:
+    """Rotation invariants of flat coefficient vectors, (N, F) float64.
+
+    The flat layout is degree-major with ``m`` fastest (:meth:`ZernikeBasis.layout`), so the
+    degree-``l`` block of a row is ``K_l`` vectors ``v_k`` of length ``2l+1`` (one per channel
+    and radial order). Features: the ``l = 0`` coefficients themselves, then for every ``l ≥ 1``
+    the inner products ``⟨v_j, v_k⟩`` for ``j ≤ k`` (invariant because ``D^l(R)`` is
+    orthogonal). For the default basis F = 44 + Σ_l K_l(K_l+1)/2 = 4,072.
+
+    Args:
+        coefficients: (N, dim) coefficient vectors.
+        ls: (dim,) degree of each coefficient, e.g. ``ZernikeBasis().layout()["l"]``.
+    """
+    x = np.asarray(coefficients, dtype=np.float64)
+    ls = np.asarray(ls)
+    feats = []
+    for l in np.unique(ls):
+        cols = np.flatnonzero(ls == l)
+        if len(cols) % (2 * l + 1) or np.any(np.diff(cols) != 1):
+            raise ValueError(f"degree {l} is not one contiguous block of (2l+1)-vectors")
+        v = x[:, cols].reshape(len(x), -1, 2 * l + 1)
+        if l == 0:
+            feats.append(v[:, :, 0])
+        else:
+            j, k = np.triu_indices(v.shape[1])
+            feats.append(np.einsum("bjm,bkm->bjk", v, v)[:, j, k])
+    return np.concatenate(feats, axis=1)
+
+
 def _structure_latents(
     embedder: Embedder, paths: Sequence[str | os.PathLike]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -277,9 +308,11 @@ def evaluate_weights(
 
     Reconstruction cosines on at most `max_test` test residues; the probe trained on at most
     `max_probe_train` train residues and scored on at most `max_probe_test` test residues (all
-    standard amino acids); invariance on each of `structures_for_invariance` (``n_rotations``
-    each, seeds ``seed``, ``seed + 1``, …; ``max``/``mean`` over all of them, the mean weighted
-    by residues); ``slice``: :func:`slice_probe`. Subsamples: ``np.random.default_rng(seed)``.
+    standard amino acids), and on the same rows the probe of :func:`input_invariants` instead of
+    latents (``input_invariants_probe``, for scale); invariance on each of
+    `structures_for_invariance` (``n_rotations`` each, seeds ``seed``, ``seed + 1``, …;
+    ``max``/``mean`` over all of them, the mean weighted by residues); ``slice``:
+    :func:`slice_probe`. Subsamples: ``np.random.default_rng(seed)``.
     """
     start = time.perf_counter()
     embedder = Embedder(weights, device=device)
@@ -301,13 +334,25 @@ def evaluate_weights(
 
     ls = embedder.basis.layout()["l"]
     reconstruction = reconstruction_cosines(embedder.model, data.rows(test_rows), ls)
+    x_train, x_test = data.rows(probe_train), data.rows(probe_test)
     probe = residue_type_probe(
-        embedder.embed_coefficients(data.rows(probe_train)).latent,
+        embedder.embed_coefficients(x_train).latent,
         names[probe_train],
-        embedder.embed_coefficients(data.rows(probe_test)).latent,
+        embedder.embed_coefficients(x_test).latent,
         names[probe_test],
         seed=seed,
     )
+    invariants_train = input_invariants(x_train, ls)
+    input_probe = residue_type_probe(
+        invariants_train,
+        names[probe_train],
+        input_invariants(x_test, ls),
+        names[probe_test],
+        seed=seed,
+    )
+    input_probe = {k: v for k, v in input_probe.items() if k != "per_class"}
+    input_probe["n_features"] = int(invariants_train.shape[1])
+    del invariants_train
     per_structure = {
         str(p): latent_invariance(embedder, read_structure(p), n_rotations, seed + i)
         for i, p in enumerate(structures_for_invariance)
@@ -337,6 +382,7 @@ def evaluate_weights(
         "reconstruction": reconstruction,
         "invariance": invariance,
         "probe": probe,
+        "input_invariants_probe": input_probe,
         "slice": slice_probe(embedder, seed),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "device": str(embedder.device),
@@ -351,6 +397,7 @@ __all__ = [
     "cosines",
     "embed_structure",
     "evaluate_weights",
+    "input_invariants",
     "latent_invariance",
     "read_split",
     "reconstruction_cosines",

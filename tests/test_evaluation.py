@@ -12,12 +12,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from holoprot.embedding import Embedder, Embedding
 from holoprot.errors import HoloprotError
 from holoprot.evaluation import (
     STANDARD_AMINO_ACIDS,
     cosines,
+    input_invariants,
     latent_invariance,
     read_split,
     reconstruction_cosines,
@@ -171,3 +173,30 @@ def test_read_split(tmp_path: Path) -> None:
     path = tmp_path / "split.csv"
     path.write_text("source_path,structure_id,group,split\na.pdb,a,A,train\nb.pdb,b,B,test\n")
     assert read_split(path) == {"a.pdb": "train", "b.pdb": "test"}
+
+
+def test_input_invariants_are_rotation_invariant_and_complete_in_degree_two() -> None:
+    """float64: rotating the coefficients (Wigner-D per degree) changes no feature beyond 1e-12
+    relative; l = 0 features are the l = 0 coefficients; the count is 44 + Σ K_l(K_l+1)/2."""
+    from holoprot.so3 import rotate_flat
+
+    basis = ZernikeBasis()
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, basis.dim))
+    feats = input_invariants(x, LS)
+    ks = [int(np.count_nonzero(np.asarray(LS) == l)) // (2 * l + 1) for l in range(7)]
+    assert feats.shape == (3, ks[0] + sum(k * (k + 1) // 2 for k in ks[1:])) == (3, 4072)
+    np.testing.assert_array_equal(feats[:, : ks[0]], x[:, LS == 0])
+    for seed in range(3):
+        R = torch.as_tensor(Rotation.random(random_state=seed).as_matrix())
+        rotated = rotate_flat(torch.as_tensor(x), basis.irreps, R).numpy()
+        assert not np.allclose(rotated, x)
+        bound = 1e-12 * np.abs(feats).max()
+        np.testing.assert_allclose(input_invariants(rotated, LS), feats, rtol=0, atol=bound)
+    l1 = np.flatnonzero(LS == 1)
+    assert feats[0, ks[0]] == pytest.approx(float(x[0, l1[:3]] @ x[0, l1[:3]]))
+
+
+def test_input_invariants_reject_a_layout_that_is_not_degree_blocks() -> None:
+    with pytest.raises(ValueError, match="contiguous"):
+        input_invariants(np.zeros((1, 4)), np.array([1, 0, 1, 1]))

@@ -234,7 +234,7 @@ class TensorProductNonlinearity(nn.Module):
         }
 
     def _forward_numba(self, x: Mapping[int, Tensor]) -> Feature:
-        x_cat = torch.cat([x[l] for l in self.ls_in]).contiguous()
+        x_cat = torch.cat([x[l] for l in self.ls_in])
         if x_cat.device.type != "cpu":
             raise ValueError(f"the numba tensor product runs on CPU tensors, got {x_cat.device}")
         blocks = _SparseTensorProduct.apply(x_cat, self._terms, self.nonzero_paths)
@@ -349,7 +349,7 @@ class _SparseTensorProduct(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad_x = torch.zeros_like(x)
         set_numba_threads(torch.get_num_threads())
-        x_np, tables = x.numpy(), ctx.terms.tables(x.dtype)
+        x_np, tables = x.detach().numpy(), ctx.terms.tables(x.dtype)
         for l3, grad in zip(ctx.l3s, grads, strict=True):
             tp_backward(
                 x_np, grad.contiguous().numpy(), *tables, ctx.terms.first_group[l3],
