@@ -162,3 +162,14 @@ def test_tensor_product_rejects_unknown_backend() -> None:
     tp = TensorProductNonlinearity(2, [0, 1], [0, 1], "efficient")
     with pytest.raises(ValueError, match="backend"):
         tp.forward_nonzero({0: torch.zeros(1, 1, 2), 1: torch.zeros(3, 1, 2)}, "cuda")
+
+
+def test_tensor_product_auto_backend_falls_back_to_torch_for_other_dtypes() -> None:
+    """bfloat16 on CPU: 'auto' takes the torch path (equal to it exactly); 'numba' refuses."""
+    tp = TensorProductNonlinearity(2, [0, 1, 2], [0, 1, 2], "efficient").to(torch.bfloat16)
+    gen = torch.Generator().manual_seed(1)
+    x = {l: torch.randn(2 * l + 1, 3, 2, generator=gen).bfloat16() for l in range(3)}
+    auto, dense = tp(x), tp(x, "torch")
+    assert all(torch.equal(auto[l], dense[l]) for l in dense)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        tp(x, "numba")

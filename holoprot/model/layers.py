@@ -211,12 +211,13 @@ class TensorProductNonlinearity(nn.Module):
 
     def forward_nonzero(self, x: Mapping[int, Tensor], backend: str = "auto") -> Feature:
         """The nonzero path blocks: ``{l3: (2l3+1, B, len(nonzero_paths[l3])·C)}`` (``l3`` without
-        any nonzero path left out). `backend`: 'numba' (CPU only), 'torch', or 'auto' (numba on
-        CPU, torch elsewhere)."""
+        any nonzero path left out). `backend`: 'numba' (CPU, float32/float64), 'torch', or
+        'auto' (numba where it applies, torch elsewhere)."""
         if backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
-        device = x[self.ls_in[0]].device
-        if backend == "numba" or (backend == "auto" and device.type == "cpu"):
+        like = x[self.ls_in[0]]
+        numba_applies = like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64)
+        if backend == "numba" or (backend == "auto" and numba_applies):
             return self._forward_numba(x)
         _, batch, chans = x[self.ls_in[0]].shape
         flat = {l: x[l].reshape(2 * l + 1, batch * chans) for l in self.ls_in}
