@@ -173,3 +173,24 @@ def test_tensor_product_auto_backend_falls_back_to_torch_for_other_dtypes() -> N
     assert all(torch.equal(auto[l], dense[l]) for l in dense)
     with pytest.raises(TypeError, match="float32 or float64"):
         tp(x, "numba")
+
+
+def test_tensor_product_numba_is_independent_of_thread_count() -> None:
+    """Samples are independent parallel iterations: 1 and 2 threads give bitwise-equal outputs
+    and gradients (a race between samples would not)."""
+    tp = TensorProductNonlinearity(8, list(range(7)), list(range(7)), "efficient")
+    gen = torch.Generator().manual_seed(2)
+    x = [torch.randn(2 * l + 1, 64, 8, generator=gen, requires_grad=True) for l in range(7)]
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = tp.forward_nonzero(dict(enumerate(x)), "numba")
+            loss = sum((o * o.detach().sin()).sum() for o in out.values())
+            results.append((out, torch.autograd.grad(loss, x)))
+    finally:
+        torch.set_num_threads(threads)
+    (out1, grad1), (out2, grad2) = results
+    assert all(torch.equal(out1[l], out2[l]) for l in out1)
+    assert all(torch.equal(a, b) for a, b in zip(grad1, grad2, strict=True))
