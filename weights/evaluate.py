@@ -100,15 +100,9 @@ def metrics_markdown(ev: dict) -> str:
         f"| residue-type probe accuracy (train {probe['n_train']}, test {probe['n_test']})"
         f" | {probe['accuracy']:.4f} |",
         f"| probe majority baseline | {probe['majority_baseline']:.4f} |",
-        *(
-            [
-                "| for scale: the same probe on the input's rotation invariants"
-                f" ({ev['input_invariants_probe']['n_features']} features, not latents)"
-                f" | {ev['input_invariants_probe']['accuracy']:.4f} |"
-            ]
-            if "input_invariants_probe" in ev
-            else []
-        ),
+        "| for scale: the same probe on the input's rotation invariants"
+        f" ({ev['input_invariants_probe']['n_features']} features, not latents)"
+        f" | {ev['input_invariants_probe']['accuracy']:.4f} |",
         f"| slice probe accuracy (train {sl['n_train']}, test {sl['n_test']})"
         f" | {sl['accuracy']:.4f} |",
         "",
