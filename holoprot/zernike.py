@@ -307,19 +307,17 @@ class ZernikeBasis:
 
     # ---- evaluation ----------------------------------------------------------------------
     def channel_index(self, element: np.ndarray) -> np.ndarray:
-        """Channel of each atom from its full element symbol, −1 if in no channel; (N,) int64."""
-        element = np.asarray(element)
+        """Channel of each atom from its full element symbol (any case), −1 if in no channel;
+        (N,) int64."""
+        element = np.asarray(element, dtype=str)
         out = np.full(element.shape, -1, dtype=np.int64)
         if element.size == 0:
             return out
-        uniq, inverse = np.unique(element, return_inverse=True)
-        lookup = np.array(
-            [
-                self.channels.index(u) if u in self.channels else -1
-                for u in (str(v).upper() for v in uniq)
-            ]
-        )
-        out[:] = lookup[inverse.reshape(element.shape)]
+        codes = np.ascontiguousarray(element).reshape(-1).view(np.uint32)
+        if np.any((codes >= ord("a")) & (codes <= ord("z"))):  # upper-casing is the slow part
+            element = np.char.upper(element)
+        for index in reversed(range(len(self.channels))):  # the first listed wins on repeats
+            out[element == self.channels[index].upper()] = index
         return out
 
     def radial(self, rho: torch.Tensor) -> torch.Tensor:
