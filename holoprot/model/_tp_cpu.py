@@ -6,9 +6,9 @@ matrix; most CG entries are zero (in the real basis ``C_{mnM} ≠ 0`` only for `
 {|m|+|n|, ||m|−|n||}``, about 1/8 of them at lmax 6), and the outer product and its backward are
 memory traffic. Here the product is a list of *terms* ``(r1, r2, k)``: input rows ``r1, r2`` of
 the degree-concatenated input ``x (R, B, C)`` and a coefficient ``k``; a self pair ``(l, l)``
-keeps one term per unordered ``{m, n}`` (coefficient ``C_{mnM} + C_{nmM}``). Terms are grouped
-by output row; per sample ``b`` (one parallel iteration) a group is summed in a ``C``-vector and
-stored once::
+keeps one term per unordered ``{m, n}`` (coefficient ``C_{mnM} + C_{nmM}`` where ``m ≠ n``).
+Terms are grouped by output row; per sample ``b`` (one parallel iteration) a group is summed in a
+``C``-vector and stored once::
 
     out[M_g, b, path_g·C : (path_g+1)·C] = Σ_{t ∈ g} k_t · x[r1_t, b, :] · x[r2_t, b, :]
 

@@ -9,6 +9,7 @@ every layer here commutes with that action (scalars, ``l = 0``, are invariant).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -191,7 +192,11 @@ class TensorProductNonlinearity(nn.Module):
         for l3, indices in kept.items():
             channels = torch.tensor(indices, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
             self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
-        self._terms = _SparseTerms.build(self.ls_in, self.nonzero_paths)
+
+    @functools.cached_property
+    def _terms(self) -> _SparseTerms:
+        """Term tables of the numba backend, built on its first use (not needed on GPUs)."""
+        return _SparseTerms.build(self.ls_in, self.nonzero_paths)
 
     def nonzero_channels(self, l3: int) -> Tensor:
         """Channel indices (in the full ``l3`` layout) of the blocks :meth:`forward_nonzero`
