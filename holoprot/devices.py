@@ -26,3 +26,11 @@ def set_numba_threads(n: int) -> None:
     import numba
 
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+def use_numba(backend: str, numba_applies: bool) -> bool:
+    """Whether a ``backend`` choice — 'numba', 'torch' or 'auto' (numba where
+    `numba_applies`, e.g. on CPU tensors) — runs a numba kernel; ValueError for other names."""
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    return backend == "numba" or (backend == "auto" and numba_applies)

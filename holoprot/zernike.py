@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from holoprot.devices import set_numba_threads
+from holoprot.devices import set_numba_threads, use_numba
 
 if TYPE_CHECKING:
     from holoprot.neighborhoods import Neighborhoods
@@ -357,9 +357,7 @@ class ZernikeBasis:
         one fused loop (see `holoprot._zernike_cpu`). Both apply the small change of basis C_l
         once per group instead of once per atom.
         """
-        if backend not in ("auto", "numba", "torch"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
-        if backend == "numba" or (backend == "auto" and coords.device.type == "cpu"):
+        if use_numba(backend, coords.device.type == "cpu"):
             return self._project_cpu(coords, channel, segment, n_segments, dtype)
         dev = coords.device
         n_ch = len(self.channels)

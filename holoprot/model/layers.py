@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from holoprot.devices import set_numba_threads
+from holoprot.devices import set_numba_threads, use_numba
 from holoprot.model.cg import clebsch_gordan, tp_paths
 
 __all__ = [
@@ -218,13 +218,11 @@ class TensorProductNonlinearity(nn.Module):
         """The nonzero path blocks: ``{l3: (2l3+1, B, len(nonzero_paths[l3])·C)}`` (``l3`` without
         any nonzero path left out). `backend`: 'numba' (CPU, float32/float64), 'torch', or
         'auto' (numba where it applies, torch elsewhere)."""
-        if backend not in ("auto", "numba", "torch"):
-            raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
         like = x[self.ls_in[0]]
         numba_applies = like.device.type == "cpu" and like.dtype in (torch.float32, torch.float64)
-        if backend == "numba" or (backend == "auto" and numba_applies):
+        if use_numba(backend, numba_applies):
             return self._forward_numba(x)
-        _, batch, chans = x[self.ls_in[0]].shape
+        _, batch, chans = like.shape
         flat = {l: x[l].reshape(2 * l + 1, batch * chans) for l in self.ls_in}
         pieces: dict[tuple[int, int, int], Tensor] = {}
         for (l1, l2), l3s, name in self.groups:
