@@ -288,6 +288,16 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 10).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default 512).")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-3).")] = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(help="constant (the reference's AE) or cosine (per step, lr to --lr-final)."),
+    ] = None,
+    lr_final: Annotated[
+        float | None, typer.Option(help="Final rate of the cosine / VAE schedule (2.5e-4).")
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Linear warm-up of the learning rate over N steps (0).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation and batches.")] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Steps between checkpoints (default 100).")
@@ -371,6 +381,9 @@ def train(
                     "epochs": epochs,
                     "batch_size": batch_size,
                     "lr": lr,
+                    "lr_schedule": lr_schedule,
+                    "lr_final": lr_final,
+                    "warmup_steps": warmup_steps,
                     "seed": seed,
                     "checkpoint_every": checkpoint_every,
                 },

@@ -11,11 +11,12 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from holoprot.cli import app
+from holoprot.errors import InputError
 from holoprot.model import load_model_file
 from holoprot.pipeline import ProjectionSettings
 from holoprot.so3 import irreps_ls
 from holoprot.training import dataset as dataset_module
-from holoprot.training.dataset import assign_groups, build_dataset, split_groups
+from holoprot.training.dataset import assign_groups, build_dataset, read_group_file, split_groups
 from holoprot.training.trainer import TrainSettings, input_norm_constant
 
 DATA = Path(__file__).parent / "data" / "structures"
@@ -61,6 +62,34 @@ def test_every_split_gets_a_group_and_too_few_groups_fail() -> None:
         split_groups(np.array(["a", "a", "b"]))
 
 
+def test_pinned_groups_keep_their_split_and_the_rest_split_as_alone() -> None:
+    rng = np.random.default_rng(0)
+    old = np.repeat([f"g{i}" for i in range(40)], rng.integers(1, 50, 40))
+    old_split = split_groups(old, seed=0)
+    pinned = {g: old_split[old == g][0] for g in np.unique(old)}
+    new = np.repeat([f"n{i}" for i in range(30)], rng.integers(1, 50, 30))
+    both = np.concatenate([new[:100], old, new[100:]])
+    split = split_groups(both, seed=0, pinned=pinned)
+    in_old = np.isin(both, old)
+    np.testing.assert_array_equal(split[in_old], old_split)
+    np.testing.assert_array_equal(split[~in_old], split_groups(new, seed=0))
+    np.testing.assert_array_equal(split_groups(old, seed=5, pinned=pinned), old_split)
+
+
+def test_group_file_pins_splits_and_refuses_bad_ones(tmp_path: Path) -> None:
+    path = tmp_path / "groups.csv"
+    path.write_text("structure_id,group,split\n1AKJ_r_u,1AKJ,test\n1BD2,1AKJ,test\n3piv,3piv,\n")
+    mapping, pinned = read_group_file(path)
+    assert mapping == {"1AKJ_r_u": "1AKJ", "1BD2": "1AKJ", "3piv": "3piv"}
+    assert pinned == {"1AKJ": "test"}
+    path.write_text("structure_id,group,split\n1AKJ_r_u,1AKJ,test\n1BD2,1AKJ,train\n")
+    with pytest.raises(InputError, match="line 3: group '1AKJ' pinned to two splits"):
+        read_group_file(path)
+    path.write_text("structure_id,group,split\n1AKJ_r_u,1AKJ,testing\n")
+    with pytest.raises(InputError, match="line 2: split 'testing' is not one of"):
+        read_group_file(path)
+
+
 def test_assign_groups_mapping_then_pattern() -> None:
     ids = ["1AKJ_r_u", "1AKJ_l_b-matched", "1BD2", "3pivA"]
     groups = assign_groups(ids, mapping={"1BD2": "1AKJ"}, pattern=r"^([^_]+)_")
@@ -99,6 +128,17 @@ def test_kl_and_lr_schedules_follow_the_reference() -> None:
         lrs, [2.5e-3, 1.1604e-3, 5.386e-4, 2.5e-4, 2.5e-4, 2.5e-4], rtol=1e-3
     )
     assert s.learning_rate(3, False) == 2.5e-3
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    s = TrainSettings(lr=1e-3, lr_final=1e-5, lr_schedule="cosine", warmup_steps=10)
+    total = 1000
+    lrs = np.array([s.learning_rate(0, False, t, total) for t in range(total + 1)])
+    cosine = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + np.cos(np.pi * np.arange(total + 1) / total))
+    warm = np.minimum(1.0, (np.arange(total + 1) + 1) / 10)
+    np.testing.assert_allclose(lrs, cosine * warm, rtol=1e-12)
+    assert lrs[500] == pytest.approx((1e-3 + 1e-5) / 2) and lrs[-1] == pytest.approx(1e-5)
+    assert np.all(np.diff(lrs[10:]) <= 0)
 
 
 def test_train_writes_a_loadable_model(tmp_path: Path, small_config: Path) -> None:

@@ -180,16 +180,34 @@ def _write_json(path: Path, obj: object) -> None:
     os.replace(tmp, path)
 
 
-def read_group_file(path: str | os.PathLike) -> dict[str, str]:
-    """CSV with columns ``structure_id,group`` → mapping (other columns ignored)."""
+def read_group_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:
+    """CSV with columns ``structure_id,group`` and optionally ``split`` → (structure → group,
+    group → pinned split). Other columns are ignored; an empty ``split`` cell pins nothing.
+
+    A pinned split keeps a group in train, val or test whatever else is added to the corpus (e.g.
+    the test groups of earlier weights stay held out when new structures arrive).
+    """
     try:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"structure_id", "group"} <= set(reader.fieldnames):
                 raise InputError(path, "group file needs the columns structure_id,group")
-            return {row["structure_id"]: row["group"] for row in reader}
+            rows = list(reader)
     except OSError as exc:
         raise InputError(path, f"cannot read group file ({exc.strerror})") from exc
+    mapping = {row["structure_id"]: row["group"] for row in rows}
+    pinned: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        split = (row.get("split") or "").strip()
+        if not split:
+            continue
+        if split not in SPLITS:
+            raise InputError(
+                path, f"line {line}: split {split!r} is not one of {', '.join(SPLITS)}"
+            )
+        if pinned.setdefault(row["group"], split) != split:
+            raise InputError(path, f"line {line}: group {row['group']!r} pinned to two splits")
+    return mapping, pinned
 
 
 def assign_groups(
@@ -215,13 +233,31 @@ def split_groups(
     groups: np.ndarray,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    pinned: dict[str, str] | None = None,
 ) -> np.ndarray:
     """Assign each row to 'train', 'val' or 'test' by its group (seeded shuffle of the groups,
     filled in order until each split holds about its fraction of the rows).
 
+    Groups in `pinned` (group → split) keep their split; the others are shuffled and split among
+    themselves by `fractions`, as if the pinned groups were absent.
+
     Raises HoloprotError if there are fewer groups than non-empty splits requested.
     """
-    uniq, inverse, counts = np.unique(groups.astype(str), return_inverse=True, return_counts=True)
+    groups = groups.astype(str)
+    label = np.empty(len(groups), dtype=object)
+    fixed = np.isin(groups, list(pinned)) if pinned else np.zeros(len(groups), dtype=bool)
+    for i in np.flatnonzero(fixed):
+        label[i] = pinned[groups[i]]
+    if fixed.all():
+        return label
+    label[~fixed] = _split_free_groups(groups[~fixed], fractions, seed)
+    return label
+
+
+def _split_free_groups(
+    groups: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> np.ndarray:
+    uniq, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     wanted = [name for name, f in zip(SPLITS, fractions, strict=True) if f > 0]
     if len(uniq) < len(wanted):
         raise HoloprotError(

@@ -32,7 +32,13 @@ from holoprot.training.dataset import (
     read_group_file,
     split_groups,
 )
-from holoprot.training.trainer import Trainer, TrainSettings, input_norm_constant, plot_loss_curve
+from holoprot.training.trainer import (
+    LR_SCHEDULES,
+    Trainer,
+    TrainSettings,
+    input_norm_constant,
+    plot_loss_curve,
+)
 from holoprot.weights import resolve_weights
 
 #: Keys of a --config JSON file besides HVAEConfig fields.
@@ -136,8 +142,14 @@ def train(
         settings = TrainSettings(**setting_fields)
     except TypeError as exc:
         raise HoloprotError(f"invalid training settings: {exc}") from exc
-    if settings.batch_size < 1 or settings.epochs < 1 or settings.lr <= 0:
+    if settings.batch_size < 1 or settings.epochs < 1 or not settings.lr > 0:
         raise HoloprotError("--epochs, --batch-size and --lr must be positive")
+    if settings.lr_schedule not in LR_SCHEDULES:
+        raise HoloprotError(
+            f"--lr-schedule {settings.lr_schedule}: choose one of {', '.join(LR_SCHEDULES)}"
+        )
+    if settings.warmup_steps < 0 or not settings.lr_final > 0:
+        raise HoloprotError("--warmup-steps must be >= 0 and --lr-final positive")
     torch_device = resolve_device(device)
 
     paths = [str(p) for p in expand_inputs(structures)]
@@ -148,9 +160,9 @@ def train(
         paths, cache_dir or run / "dataset", proj, workers=workers, on_file=on_file
     )
     ids = data.index.column("structure_id").to_numpy(zero_copy_only=False)
-    mapping = read_group_file(group_file) if group_file else None
+    mapping, pinned = read_group_file(group_file) if group_file else (None, None)
     groups = assign_groups(ids, mapping=mapping, pattern=group_pattern)
-    split = split_groups(groups, fractions, seed=split_seed)
+    split = split_groups(groups, fractions, seed=split_seed, pinned=pinned)
     _write_split(run / "split.csv", data, groups, split)
     rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
     if len(rows["train"]) < 2 or len(rows["val"]) < 1:

@@ -16,6 +16,12 @@ is 0 for `kl_off_epochs` epochs, then rises linearly to `lambda_kl` over `kl_war
 (np.linspace(0, λ, warmup) per epoch, as the reference), and its learning rate decreases
 log-linearly from `lr` to `lr_final` over the KL-free epochs, then stays there (the reference's
 2.5e-3, 1.16e-3, 5.39e-4, 2.5e-4, 2.5e-4, …).
+
+Beyond the reference, ``lr_schedule="cosine"`` anneals the learning rate per step, for either
+model, from `lr` to `lr_final` over the whole run (epochs × steps per epoch):
+lr(t) = lr_final + ½ (lr − lr_final) (1 + cos(π t / T)). With either schedule, `warmup_steps` > 0
+ramps the rate linearly from lr/warmup_steps over the first steps (useful when a fresh Adam starts
+from trained weights, whose first updates are ±lr on every parameter).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from holoprot.hashing import sha256_file
 from holoprot.model import HVAE, hvae_loss, save_model
 from holoprot.training.dataset import CoefficientDataset
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -47,6 +55,8 @@ class TrainSettings:
     batch_size: int = 512
     lr: float = 1e-3
     lr_final: float = 2.5e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     lambda_rec: float = 1000.0
     lambda_kl: float = 0.5
@@ -64,13 +74,21 @@ class TrainSettings:
         schedule = [0.0] * self.kl_off_epochs + ramp
         return schedule[epoch] if epoch < len(schedule) else self.lambda_kl
 
-    def learning_rate(self, epoch: int, is_vae: bool) -> float:
-        if not is_vae:
-            return self.lr
-        if epoch >= self.kl_off_epochs - 1:
-            return self.lr_final
-        steps = np.logspace(math.log10(self.lr), math.log10(self.lr_final), self.kl_off_epochs)
-        return float(steps[epoch])
+    def learning_rate(self, epoch: int, is_vae: bool, step: int = 0, total_steps: int = 1) -> float:
+        """Learning rate at `epoch` / global `step` of a run of `total_steps` steps."""
+        if self.lr_schedule == "cosine":
+            t = min(step, total_steps) / max(1, total_steps)
+            lr = self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
+        elif not is_vae:
+            lr = self.lr
+        elif epoch >= self.kl_off_epochs - 1:
+            lr = self.lr_final
+        else:
+            steps = np.logspace(math.log10(self.lr), math.log10(self.lr_final), self.kl_off_epochs)
+            lr = float(steps[epoch])
+        if step < self.warmup_steps:
+            lr *= (step + 1) / self.warmup_steps
+        return lr
 
 
 def input_norm_constant(data: CoefficientDataset, rows: np.ndarray, ls: np.ndarray) -> float:
@@ -216,16 +234,14 @@ class Trainer:
         s = self.settings
         is_vae = self.model.config.is_vae
         val_every = max(1, self.steps_per_epoch // max(1, s.validations_per_epoch))
+        total_steps = s.epochs * self.steps_per_epoch
         self.model.train()
         log = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
         pool = ThreadPoolExecutor(1)
         try:
             while self.epoch < s.epochs:
                 batches = self._epoch_batches(self.epoch)
-                lr = s.learning_rate(self.epoch, is_vae)
                 kl_w = s.kl_weight(self.epoch, is_vae)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
                 pending = None
                 if self.step_in_epoch < len(batches):
                     pending = pool.submit(self._tensor, batches[self.step_in_epoch])
@@ -236,6 +252,9 @@ class Trainer:
                     pending = (
                         pool.submit(self._tensor, batches[nxt]) if nxt < len(batches) else None
                     )
+                    lr = s.learning_rate(self.epoch, is_vae, self.global_step, total_steps)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
                     out = self.model(x)
                     loss, terms = hvae_loss(out, lambda_rec=s.lambda_rec, lambda_kl=kl_w)
                     if not math.isfinite(terms["loss"]):
