@@ -2,10 +2,12 @@
 
 Exit codes: 0 success; 1 an error (one line on stderr, nothing written); 3 finished with
 `--skip-errors` but some inputs were skipped (they are listed; the output holds all the others).
+Tracebacks only with `holoprot --debug` or HOLOPROT_DEBUG=1 (see holoprot.reporting).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +29,9 @@ from rich.progress import (
 from holoprot.allocator import tune_malloc
 from holoprot.errors import HoloprotError
 from holoprot.pipeline import FailedInput
+from holoprot.reporting import DEBUG_KEY, ReportingGroup
 from holoprot.tables import ResidueTableWriter
+from holoprot.validation import check_number, check_output_file, check_resume_inputs
 
 app = typer.Typer(
     name="holoprot",
@@ -35,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ReportingGroup,
 )
 stderr = Console(stderr=True)
 
@@ -61,6 +66,10 @@ ResumeOpt = Annotated[
     bool,
     typer.Option("--resume", help="Keep rows already in OUTPUT or left by a killed run."),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace an existing OUTPUT and discard a killed run's rows."),
+]
 
 
 def _version(value: bool) -> None:
@@ -73,11 +82,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (also: HOLOPROT_DEBUG=1).")
+    ] = False,
 ) -> None:
     """Rotation-invariant embeddings of protein residue microenvironments (Holographic-(V)AE)."""
+    ctx.meta[DEBUG_KEY] = debug
     tune_malloc()
 
 
@@ -154,13 +168,20 @@ def stream_to_parquet(
     return writer.commit(order), failures
 
 
-def check_output_path(output: Path) -> Path:
-    """The output file must be in an existing folder and not be a folder itself."""
-    if output.is_dir():
-        raise HoloprotError(f"{output}: is a directory, expected an output file name")
-    if not output.parent.is_dir():
-        raise HoloprotError(f"{output.parent}: output folder does not exist")
-    return output
+def open_writer(
+    output: Path, schema: pa.Schema, meta: dict[bytes, bytes], paths: list[str], resume: bool
+) -> ResidueTableWriter:
+    """The output's writer; with `resume`, says what was kept and refuses to drop stored rows."""
+    writer = ResidueTableWriter(output, schema, meta, resume=resume)
+    if resume:
+        check_resume_inputs(output, writer.done, paths)
+        kept = len(writer.done)
+        stderr.print(
+            f"resuming: kept the rows of {kept} of {len(paths)} input(s)"
+            f" (from {output} and any partial run)",
+            highlight=False,
+        )
+    return writer
 
 
 @app.command()
@@ -175,24 +196,31 @@ def zernike(
     workers: WorkersOpt = None,
     skip_errors: SkipErrorsOpt = False,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Project every residue's neighbourhood onto 3D Zernike functions; one Parquet row each."""
     from holoprot.inputs import expand_inputs
     from holoprot.pipeline import ProjectionSettings, iter_projected
     from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
+    from holoprot.validation import check_unique_ids
     from holoprot.zernike import ZernikeBasis
 
     with user_errors():
-        check_output_path(output)
+        check_number("--radius", radius, above=0)
+        check_number("--lmax", lmax, minimum=0)
+        check_number("--nmax", nmax, minimum=0)
+        check_number("--workers", workers, minimum=0)
+        check_output_file(output, overwrite=overwrite, resume=resume)
         try:
             basis = ZernikeBasis(lmax, nmax, radius, tuple(c.strip() for c in channels.split(",")))
         except ValueError as exc:
             raise HoloprotError(f"invalid basis: {exc}") from exc
         paths = [str(p) for p in expand_inputs(inputs)]
+        check_unique_ids(paths)
         settings = ProjectionSettings(basis=basis, radius=radius, model=model)
         schema = pa.schema([*IDENTITY_SCHEMA, vector_field("coefficients", basis.dim)])
         meta = file_metadata({"basis": basis.metadata(), "radius": radius, "model": model})
-        writer = ResidueTableWriter(output, schema, meta, resume=resume)
+        writer = open_writer(output, schema, meta, paths, resume)
         todo = [p for p in paths if p not in writer.done]
 
         def tables() -> Iterator[pa.Table | FailedInput]:
@@ -232,6 +260,7 @@ def embed(
     workers: WorkersOpt = None,
     skip_errors: SkipErrorsOpt = False,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
     import torch
@@ -239,21 +268,24 @@ def embed(
     from holoprot.embedding import Embedder, encoder_workers
     from holoprot.inputs import expand_inputs
     from holoprot.pipeline import available_cpus
+    from holoprot.validation import check_unique_ids, parse_chains
 
     with user_errors():
-        check_output_path(output)
-        if device == "auto" and not torch.cuda.is_available():
-            stderr.print("no GPU found: running on the CPU", highlight=False)
+        check_number("--workers", workers, minimum=0)
         size: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size)
+        chain_list = parse_chains(chains)
+        check_output_file(output, overwrite=overwrite, resume=resume)
         embedder = Embedder(weights, device, size)
         paths = [str(p) for p in expand_inputs(inputs)]
+        check_unique_ids(paths)
+        if device == "auto" and not torch.cuda.is_available():
+            stderr.print("no GPU found: running on the CPU", highlight=False)
         if workers is None:
             workers = encoder_workers(len(paths))
         if embedder.device.type == "cpu":  # leave the workers' cores to them
             torch.set_num_threads(max(1, available_cpus() - workers))
-        chain_list = [c.strip() for c in chains.split(",") if c.strip()] if chains else None
         schema = embedder.schema(frames)
-        writer = ResidueTableWriter(output, schema, schema.metadata, resume=resume)
+        writer = open_writer(output, schema, schema.metadata, paths, resume)
         todo = [p for p in paths if p not in writer.done]
         tables = embedder.iter_files(
             todo, model=model, chains=chain_list, frames=frames, workers=workers
@@ -327,12 +359,24 @@ def train(
     from holoprot.training.run import train as run_training
 
     with user_errors():
+        check_number("--epochs", epochs, minimum=1)
+        check_number("--batch-size", batch_size, minimum=1)
+        check_number("--lr", lr, above=0)
+        check_number("--checkpoint-every", checkpoint_every, minimum=1)
+        check_number("--workers", workers, minimum=0)
         try:
             fractions = tuple(float(f) for f in split.split(","))
         except ValueError:
             fractions = ()
-        if len(fractions) != 3 or min(fractions) < 0 or fractions[0] <= 0 or fractions[1] <= 0:
-            raise HoloprotError(f"--split {split}: need three fractions train,val,test")
+        if (
+            len(fractions) != 3
+            or not all(math.isfinite(f) and f >= 0 for f in fractions)
+            or fractions[0] <= 0
+            or fractions[1] <= 0
+        ):
+            raise HoloprotError(
+                f"--split {split}: need three fractions train,val,test (train and val > 0)"
+            )
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

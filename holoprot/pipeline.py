@@ -63,8 +63,14 @@ def project_file(path: str | os.PathLike, settings: ProjectionSettings) -> Proje
     structure = read_structure(path, model=settings.model)
     nbh = extract_neighborhoods(structure, settings.radius, chains=settings.chains)
     if len(nbh) == 0:
-        where = f" in chains {','.join(settings.chains)}" if settings.chains else ""
-        raise InputError(path, f"no amino-acid residue with a Cα atom{where}")
+        if settings.chains:
+            present = ", ".join(dict.fromkeys(structure.chain[structure.is_amino_acid]))
+            raise InputError(
+                path,
+                f"no amino-acid residue with a Cα atom in chains {','.join(settings.chains)}"
+                f" (chains with amino acids: {present or 'none'})",
+            )
+        raise InputError(path, "no amino-acid residue with a Cα atom")
     with torch.no_grad():
         coefficients = settings.basis.project_neighborhoods(nbh).numpy()
     identity = pa.Table.from_pydict(identity_columns(structure, nbh), schema=IDENTITY_SCHEMA)

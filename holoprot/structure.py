@@ -23,8 +23,9 @@ Policies (each is tested on a real file in ``tests/test_structure.py``):
   ids are strings and may have several characters in mmCIF. Residues keep file order (chain parts
   that reappear later in the file, e.g. ligands after ``TER``, are not merged back).
 * Bad input raises :class:`~holoprot.errors.InputError` naming the file: missing or unreadable path,
-  directory, empty file, corrupt gzip, binary content, content gemmi cannot parse, a missing model,
-  or no heavy non-water atom in the chosen model. A file with atoms but no amino acid is *not* an
+  directory, empty file, corrupt gzip, binary content, text that is neither mmCIF nor holds a PDB
+  ``ATOM``/``HETATM`` record, content gemmi cannot parse, a missing model, or no heavy non-water
+  atom in the chosen model. A file with atoms but no amino acid is *not* an
   error here. Truncation: content that still parses (e.g. a PDB file cut between two lines, which
   needs no ``END`` record, or an mmCIF file cut after a complete line) is accepted as what it is.
   Errors: a last PDB ``ATOM``/``HETATM`` line that ends before the end of its coordinates
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,7 @@ STANDARD_AMINO_ACIDS = frozenset(
 )
 _STRUCTURE_EXTENSIONS = (".pdb", ".ent", ".cif", ".mmcif")
 _GZIP_MAGIC = b"\x1f\x8b"
+_PDB_ATOM_RECORD = re.compile(rb"^(ATOM|HETATM)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ def _sniff(data: bytes) -> Literal["pdb", "mmcif"]:
 
 def _parse(path: str | os.PathLike, data: bytes) -> gemmi.Structure:
     fmt = _sniff(data)
+    if fmt == "pdb" and not _PDB_ATOM_RECORD.search(data):
+        raise InputError(path, "not a PDB or mmCIF file (no ATOM/HETATM record, no data_ block)")
     _check_truncation(path, data, fmt)
     try:
         if fmt == "mmcif":

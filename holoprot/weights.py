@@ -49,8 +49,13 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
         stem = Path(text)
         if stem.suffix in (".safetensors", ".json"):
             stem = stem.with_suffix("")
+        elif stem.exists():
+            raise HoloprotError(
+                f"{text}: not a weights file (expected a .safetensors file with its .json beside"
+                " it, or a weights name)"
+            )
         if not stem.with_suffix(".safetensors").is_file():
-            raise HoloprotError(f"{text}: weights file not found")
+            raise HoloprotError(f"{stem.with_suffix('.safetensors')}: weights file not found")
         return stem
     for d in weights_dirs():
         if (d / f"{text}.safetensors").is_file():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from holoprot.errors import HoloprotError
+from holoprot.hashing import SEAL_KEY, seal
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
 
 CONFIG = HVAEConfig(
@@ -59,13 +60,13 @@ def test_config_not_matching_tensors_is_rejected(tmp_path: Path) -> None:
     sidecar = tmp_path / "m.json"
     info = json.loads(sidecar.read_text())
     info["config"]["latent_dim"] = 5
-    sidecar.write_text(json.dumps(info))
+    sidecar.write_text(json.dumps(seal(info)))  # resealed: the shape check behind the seal
     with pytest.raises(HoloprotError, match="shape") as exc:
         load_model_file(path)
     assert "\n" not in str(exc.value)
     info["config"]["is_vae"] = False
     info["config"]["latent_dim"] = 4
-    sidecar.write_text(json.dumps(info))
+    sidecar.write_text(json.dumps(seal(info)))
     with pytest.raises(HoloprotError, match="do not match the config"):
         load_model_file(path)
 
@@ -77,9 +78,40 @@ def test_bad_sidecar_and_missing_files(tmp_path: Path) -> None:
     sidecar = tmp_path / "m.json"
     info = json.loads(sidecar.read_text())
     info["config"]["colour"] = "red"
-    sidecar.write_text(json.dumps(info))
+    sidecar.write_text(json.dumps(seal(info)))
     with pytest.raises(HoloprotError, match="unknown HVAEConfig keys"):
         load_model_file(path)
+
+
+def _tampered(value: object) -> list[object]:
+    """Edited versions of a JSON value (every leaf changed once, one at a time)."""
+    if isinstance(value, dict):
+        return [value | {k: t} for k, v in value.items() for t in _tampered(v)]
+    if isinstance(value, list):
+        return [[*value[:i], t, *value[i + 1 :]] for i, v in enumerate(value) for t in _tampered(v)]
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, (int, float)):
+        return [value + 1]
+    if isinstance(value, str):
+        return [value + "x"]
+    return [0]
+
+
+def test_every_edited_field_is_refused(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    sidecar = tmp_path / "m.json"
+    info = json.loads(sidecar.read_text())
+    body = {k: v for k, v in info.items() if k != SEAL_KEY}
+    edits = [e | {SEAL_KEY: info[SEAL_KEY]} for e in _tampered(body)]
+    assert len(edits) > 10
+    for edited in [*edits, body]:  # `body`: the seal removed
+        sidecar.write_text(json.dumps(edited))
+        with pytest.raises(HoloprotError, match="m.json") as exc:
+            load_model_file(path)
+        assert "\n" not in str(exc.value)
+    sidecar.write_text(json.dumps(info, indent=3))  # reformatting is not an edit
+    load_model_file(path)
 
 
 def test_config_validation() -> None:

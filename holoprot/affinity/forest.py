@@ -22,7 +22,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from holoprot.errors import InputError
-from holoprot.hashing import sha256_file
+from holoprot.hashing import check_seal, seal, sha256_file
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
     # The reference grid (HV experiments/ATOM3D_LBA src/training/kd_prediction.py), 48 points.
@@ -149,7 +149,8 @@ class ForestEnsemble(RegressorMixin, BaseEstimator):
 
 
 def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str, Any]) -> Path:
-    """Write `forest.skops` (the list of fitted forests) and `forest.json` (metadata, sha256)."""
+    """Write `forest.skops` (the list of fitted forests) and `forest.json` (metadata, the model
+    file's sha256, and a seal over all of it: see `holoprot.hashing.seal`)."""
     import skops.io
 
     check_is_fitted(model, "forests_")
@@ -172,16 +173,18 @@ def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str
             "grid_scores": model.grid_scores_,
         },
     }
-    (folder / METADATA_FILE).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(seal(record), indent=2, allow_nan=False)
+    (folder / METADATA_FILE).write_text(text + "\n")
     return folder / METADATA_FILE
 
 
 def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
-    """Load a saved ensemble after checking the model file's sha256 and the types it holds.
+    """Load a saved ensemble after checking the metadata's seal, the model file's sha256 and the
+    types it holds.
 
     Raises:
-        InputError: metadata missing or unreadable, checksum mismatch, or a type in the file
-            that is not from sklearn or numpy.
+        InputError: metadata missing, unreadable or edited, checksum mismatch, or a type in the
+            file that is not from sklearn or numpy.
     """
     import skops.io
 
@@ -193,6 +196,7 @@ def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
         raise InputError(meta_path, f"cannot read model metadata ({exc})") from None
     if not isinstance(metadata, dict) or "model_sha256" not in metadata or "forest" not in metadata:
         raise InputError(meta_path, "not a holoprot affinity model (no model_sha256)")
+    check_seal(metadata, meta_path)
     if not model_path.is_file():
         raise InputError(model_path, "model file missing")
     if sha256_file(model_path) != metadata["model_sha256"]:

@@ -4,7 +4,10 @@ A model ``<stem>`` is two files: ``<stem>.safetensors`` (the full ``state_dict``
 batch-norm running statistics) and ``<stem>.json``::
 
     {"format": "holoprot-hvae", "format_version": 1, "holoprot_version": "...",
-     "config": HVAEConfig.to_dict(), "metadata": {...}, "sha256": "<hex of the .safetensors>"}
+     "config": HVAEConfig.to_dict(), "metadata": {...}, "sha256": "<hex of the .safetensors>",
+     "metadata_sha256": "<hex of the other fields>"}
+
+The JSON is sealed (:func:`holoprot.hashing.seal`): editing any field is refused on loading.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import holoprot
 from holoprot.errors import HoloprotError
-from holoprot.hashing import sha256_file
+from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model.hvae import HVAE, HVAEConfig
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_model_file", "save_model"]
@@ -50,14 +53,16 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp_w))
-        info = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "holoprot_version": holoprot.__version__,
-            "config": model.config.to_dict(),
-            "metadata": metadata,
-            "sha256": sha256_file(tmp_w),
-        }
+        info = seal(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "holoprot_version": holoprot.__version__,
+                "config": model.config.to_dict(),
+                "metadata": metadata,
+                "sha256": sha256_file(tmp_w),
+            }
+        )
         tmp_j.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         os.replace(tmp_w, weights)
         os.replace(tmp_j, sidecar)
@@ -72,16 +77,20 @@ def load_model_file(
 ) -> tuple[HVAE, dict[str, Any]]:
     """Load a model saved by :func:`save_model` (``path``: the ``.safetensors``, the ``.json`` or
     the stem). Returns ``(model in eval mode, metadata)``. Raises
-    :class:`~holoprot.errors.HoloprotError` if a file is missing or corrupt, the checksum does not
-    match, or the tensors do not fit the stored config."""
+    :class:`~holoprot.errors.HoloprotError` if a file is missing or corrupt, a checksum (of the
+    tensors or of the JSON) does not match, or the tensors do not fit the stored config."""
     stem = _stem(path)
     weights, sidecar = (
         stem.with_name(stem.name + ".safetensors"),
         stem.with_name(stem.name + ".json"),
     )
-    for f in (weights, sidecar):
-        if not f.is_file():
-            raise HoloprotError(f"{f}: model file not found")
+    if not weights.is_file():
+        raise HoloprotError(f"{weights}: weights file not found")
+    if not sidecar.is_file():
+        raise HoloprotError(
+            f"{weights}: no model description {sidecar.name} beside it"
+            " (weights are a .safetensors file plus its .json)"
+        )
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -90,6 +99,7 @@ def load_model_file(
         raise HoloprotError(f"{sidecar}: not a {FORMAT} model description")
     if info.get("format_version") != FORMAT_VERSION:
         raise HoloprotError(f"{sidecar}: unsupported format_version {info.get('format_version')!r}")
+    check_seal(info, sidecar)
     if sha256_file(weights) != info.get("sha256"):
         raise HoloprotError(
             f"{weights}: sha256 does not match {sidecar.name} (file changed or corrupt)"

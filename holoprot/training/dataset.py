@@ -5,7 +5,9 @@ memory-mapped, ``index.parquet`` with one identity row per residue (plus ``group
 ``row``), and ``manifest.json`` describing the inputs (path, size, mtime), the basis and the
 radius. A later run with the same inputs and settings reuses the cache without parsing anything;
 any difference rebuilds it. Every file is written under a temporary name and renamed, and the
-manifest is written last, so a killed build is never mistaken for a finished one.
+manifest is written last, so a killed build is never mistaken for a finished one. The manifest
+records the index's sha256 and is sealed (`holoprot.hashing.seal`): an edited manifest or index
+is rebuilt when the cache is reused, and refused by `load_dataset`.
 
 Splits are by group — by default the structure id, or a user mapping so that near-duplicates
 (bound and unbound copies of one complex) never straddle train / validation / test.
@@ -27,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
+from holoprot.hashing import SEAL_KEY, check_seal, json_sha256, seal, sha256_file
 from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
 
 SHARD_ROWS = 16384
@@ -100,8 +103,12 @@ def build_dataset(
     fingerprint = _fingerprint(paths, settings)
     manifest_path = cache / "manifest.json"
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("fingerprint") == fingerprint:
+        manifest = _read_manifest(manifest_path)
+        if (
+            manifest.get("fingerprint") == fingerprint
+            and manifest.get(SEAL_KEY) == json_sha256(manifest)
+            and _index_intact(cache, manifest)
+        ):
             return load_dataset(cache), manifest.get("failures", [])
     cache.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
@@ -147,9 +154,10 @@ def build_dataset(
         "n_files": len(paths),
         "n_residues": sum(t.num_rows for t in identity),
         "n_shards": n_shards,
+        "index_sha256": sha256_file(cache / "index.parquet"),
         "failures": failures,
     }
-    _write_json(manifest_path, manifest)
+    _write_json(manifest_path, seal(manifest))
     return load_dataset(cache), failures
 
 
@@ -159,12 +167,30 @@ def load_dataset(cache_dir: str | os.PathLike) -> CoefficientDataset:
     manifest_path = cache / "manifest.json"
     if not manifest_path.is_file():
         raise InputError(cache, "not a finished holoprot dataset cache (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path)
+    check_seal(manifest, manifest_path)
+    if not _index_intact(cache, manifest):
+        raise InputError(cache / "index.parquet", "sha256 does not match manifest.json")
     shards = [
         np.load(cache / f"shard-{i:05d}.npy", mmap_mode="r") for i in range(manifest["n_shards"])
     ]
     index = pq.read_table(cache / "index.parquet")
     return CoefficientDataset(index, shards, manifest)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"unreadable dataset manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise InputError(path, "not a holoprot dataset manifest")
+    return manifest
+
+
+def _index_intact(cache: Path, manifest: dict) -> bool:
+    index = cache / "index.parquet"
+    return index.is_file() and sha256_file(index) == manifest.get("index_sha256")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

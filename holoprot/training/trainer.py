@@ -40,7 +40,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from holoprot.errors import HoloprotError
-from holoprot.hashing import sha256_file
+from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model import HVAE, hvae_loss, save_model
 from holoprot.training.dataset import CoefficientDataset
 
@@ -197,7 +197,7 @@ class Trainer:
             "sha256": sha256_file(tmp),
         }
         tmp_json = self.run_dir / ".checkpoint.json.tmp"
-        tmp_json.write_text(json.dumps(info, indent=1) + "\n")
+        tmp_json.write_text(json.dumps(seal(info), indent=1) + "\n")
         os.replace(tmp, weights)
         os.replace(tmp_json, self.run_dir / "checkpoint.json")
 
@@ -208,6 +208,7 @@ class Trainer:
             info = json.loads((self.run_dir / "checkpoint.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HoloprotError(f"{self.run_dir}: no readable checkpoint to resume from") from exc
+        check_seal(info, self.run_dir / "checkpoint.json")
         if sha256_file(weights) != info["sha256"]:
             raise HoloprotError(f"{weights}: checksum does not match checkpoint.json")
         if info["config"] != self.model.config.to_dict():

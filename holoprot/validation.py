@@ -1,0 +1,124 @@
+"""Checks the commands run before the first input is parsed: option values, the output location,
+and the structure ids of the inputs. Each failure is one HoloprotError line naming the option or
+file and the problem; nothing has been written when it is raised.
+
+Output policy (``holoprot zernike`` / ``embed``): an existing output file, or the partial rows a
+killed run left in ``<output>.partial/``, are never replaced or deleted unless ``--overwrite``
+(start afresh) or ``--resume`` (keep them and add the missing inputs) says so.
+
+Row keys: ``structure_id`` is the file name without its structure extension (and ``.gz``), so
+two inputs such as ``a/1abc.cif.gz`` and ``b/1abc.pdb`` would give rows with the same key; such
+inputs are refused, naming both paths (rename one, or run them separately).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from holoprot.errors import HoloprotError
+from holoprot.structure import structure_id
+
+
+def check_number(
+    option: str,
+    value: float | None,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> None:
+    """`value` (skipped when None) must be finite, ≥ `minimum`, > `above` and ≤ `maximum`."""
+    if value is None:
+        return
+    bounds = []
+    if minimum is not None:
+        bounds.append(f">= {minimum:g}")
+    if above is not None:
+        bounds.append(f"> {above:g}")
+    if maximum is not None:
+        bounds.append(f"<= {maximum:g}")
+    wanted = f"a finite number {' and '.join(bounds)}" if bounds else "a finite number"
+    if isinstance(value, int) and not isinstance(value, bool):
+        wanted = wanted.replace("a finite number", "an integer")
+    bad = (
+        not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+        or (above is not None and value <= above)
+        or (maximum is not None and value > maximum)
+    )
+    if bad:
+        raise HoloprotError(f"{option} {value}: expected {wanted}")
+
+
+def parse_chains(text: str | None) -> list[str] | None:
+    """`--chains A,B` → ['A', 'B'] (None when not given); empty entries are refused."""
+    if text is None:
+        return None
+    chains = [c.strip() for c in text.split(",")]
+    if not all(chains):
+        raise HoloprotError(f"--chains {text!r}: expected chain ids separated by commas, e.g. A,B")
+    return chains
+
+
+def partial_dir(output: Path) -> Path:
+    """Where a run writing `output` keeps its rows until it finishes (see holoprot.tables)."""
+    return output.with_name(output.name + ".partial")
+
+
+def check_output_file(output: Path, *, overwrite: bool, resume: bool) -> None:
+    """The output must be a file name in an existing, writable folder, and must not hold a previous
+    result (file or partial run) unless `overwrite` or `resume` allows it."""
+    if overwrite and resume:
+        raise HoloprotError("--overwrite and --resume: give one of them, not both")
+    if output.is_dir():
+        raise HoloprotError(f"{output}: is a directory, expected an output file name")
+    folder = output.parent
+    if not folder.is_dir():
+        raise HoloprotError(f"{folder}: output folder does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise HoloprotError(f"{output}: cannot write in {folder} ({reason})") from None
+    os.close(fd)
+    os.unlink(probe)
+    if resume or overwrite:
+        return
+    if output.exists():
+        raise HoloprotError(
+            f"{output}: already exists (pass --overwrite to replace it, or --resume to keep its"
+            " rows and add the missing inputs)"
+        )
+    parts = partial_dir(output)
+    if parts.exists():
+        raise HoloprotError(
+            f"{parts}: holds the rows of an unfinished run, kept (pass --resume to continue it, or"
+            " --overwrite to discard them)"
+        )
+
+
+def check_unique_ids(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse two inputs whose rows would share a `structure_id`, naming both paths."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        key = structure_id(path)
+        first = seen.setdefault(key, str(path))
+        if first != str(path):
+            raise HoloprotError(
+                f"{first} and {path}: both give structure_id {key!r}; rename one or embed them"
+                " in separate runs"
+            )
+
+
+def check_resume_inputs(output: Path, stored: set[str], paths: Sequence[str]) -> None:
+    """With --resume, the stored rows must all belong to this run's inputs (none would be lost)."""
+    extra = sorted(stored - set(paths))
+    if extra:
+        raise HoloprotError(
+            f"{output}: holds rows of {len(extra)} input(s) not given to this run (e.g."
+            f" {extra[0]}); give the same inputs to --resume, or --overwrite to start afresh"
+        )
