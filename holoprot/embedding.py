@@ -243,12 +243,14 @@ def embed_table(
 
     Returns a pyarrow Table: identity columns, ``latent`` (fixed_size_list<float32>[latent_dim])
     and, with ``frames``, ``frame`` (9 floats, rows x̂, ŷ, ẑ). Raises HoloprotError on the first
-    bad input unless ``skip_errors``.
+    bad input unless ``skip_errors``, and before any work if two inputs share a structure id.
     """
     from holoprot.inputs import expand_inputs
+    from holoprot.validation import check_unique_ids
 
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = expand_inputs([str(p) for p in items])
+    check_unique_ids(files)
     embedder = Embedder(weights, device, batch_size)
     tables = []
     for item in embedder.iter_files(

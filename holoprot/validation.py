@@ -69,9 +69,11 @@ def partial_dir(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
-def check_output_file(output: Path, *, overwrite: bool, resume: bool) -> None:
+def check_output_file(
+    output: Path, *, overwrite: bool, resume: bool, resumable: bool = True
+) -> None:
     """The output must be a file name in an existing, writable folder, and must not hold a previous
-    result (file or partial run) unless `overwrite` or `resume` allows it."""
+    result (file or, when `resumable`, a partial run) unless `overwrite` or `resume` allows it."""
     if overwrite and resume:
         raise HoloprotError("--overwrite and --resume: give one of them, not both")
     if output.is_dir():
@@ -89,16 +91,34 @@ def check_output_file(output: Path, *, overwrite: bool, resume: bool) -> None:
     if resume or overwrite:
         return
     if output.exists():
+        if not resumable:
+            raise HoloprotError(f"{output}: already exists, kept (pass --overwrite to replace it)")
         raise HoloprotError(
-            f"{output}: already exists (pass --overwrite to replace it, or --resume to keep its"
-            " rows and add the missing inputs)"
+            f"{output}: already exists, kept (pass --overwrite to replace it, or --resume to keep"
+            " its rows and add the missing inputs)"
         )
+    if not resumable:
+        return
     parts = partial_dir(output)
     if parts.exists():
         raise HoloprotError(
             f"{parts}: holds the rows of an unfinished run, kept (pass --resume to continue it, or"
             " --overwrite to discard them)"
         )
+
+
+def check_output_folder(out: Path, *, overwrite: bool) -> None:
+    """An output folder (created later, atomically) must not exist unless `overwrite`, and the
+    nearest existing folder above it must be writable."""
+    if out.exists() and not overwrite:
+        raise HoloprotError(f"{out}: already exists, kept (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise HoloprotError(f"{out}: is a file, expected an output folder")
+    above = out.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise HoloprotError(f"{out}: cannot write in {above}")
 
 
 def check_unique_ids(paths: Sequence[str | os.PathLike]) -> None:

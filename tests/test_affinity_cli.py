@@ -89,6 +89,15 @@ def test_counts_end_to_end_and_predict_roundtrip(app, tmp_path):
     assert result.exit_code == 0, result.output
     again = pd.read_csv(tmp_path / "p.csv").set_index("id")
     assert again.loc["1hvr", "prediction"] == trained.loc["1hvr", "prediction"]  # identical
+    assert again.loc["1hvr", "label"] == pytest.approx(9.5086)  # from FIXTURE/index
+    assert again.loc["1hvr", "ligand_source"] == "1hvr_ligand.sdf"
+    result = invoke(app, "predict-affinity", out, FIXTURE / "4zhl", "-o", tmp_path / "p.csv")
+    assert result.exit_code == 1 and "already exists, kept" in result.output
+    assert pd.read_csv(tmp_path / "p.csv").equals(again.reset_index())
+    (tmp_path / "bad.sdf").write_text("garbage\n")
+    broken = f"{FIXTURE / '1hvr' / '1hvr_protein.pdb'}:{tmp_path / 'bad.sdf'}"
+    result = invoke(app, "predict-affinity", out, broken)
+    assert result.exit_code == 1 and "none of the 1 complex(es)" in result.output
 
     pair = f"{FIXTURE / '1a28' / '1a28_pocket.pdb'}:{FIXTURE / '1a28' / '1a28_ligand.sdf'}"
     result = invoke(app, "predict-affinity", out / "counts", pair)
@@ -107,12 +116,25 @@ def test_tampered_model_is_refused(app, tmp_path):
     )
     meta_path = out / "counts" / "forest.json"
     meta = json.loads(meta_path.read_text())
-    meta["model_sha256"] = "0" * 64
-    meta_path.write_text(json.dumps(meta))
+    original = meta_path.read_text()
+    for key, value in [
+        ("model_sha256", "0" * 64),
+        ("pocket_cutoff", 8.0),
+        ("features", "hae"),
+        ("n_features", 3),
+        ("forest", meta["forest"] | {"seeds": [1, 2]}),
+    ]:
+        meta_path.write_text(json.dumps(meta | {key: value}))
+        result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr")
+        assert result.exit_code == 1, key
+        assert "forest.json: metadata_sha256 does not match" in result.output, key
+        assert "Traceback" not in result.output
+    meta_path.write_text(original)
+    model = out / "counts" / "forest.skops"
+    model.write_bytes(model.read_bytes() + b"\0")
     result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr")
     assert result.exit_code == 1
     assert "sha256 does not match forest.json" in result.output
-    assert "Traceback" not in result.output
 
 
 def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeypatch):
@@ -145,6 +167,9 @@ def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeyp
     result = invoke(app, "predict-affinity", out / "hae", FIXTURE, "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 5
+    assert embedder.calls == 4  # all from the cache, which recorded the ligand files read
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
+    assert all(r[4] == f"{r[0]}_ligand.sdf" for r in rows), rows
 
     other = ElementCountEmbedder(sha256="cd" * 32)
     monkeypatch.setattr(features, "load_embedder", lambda weights, device: other)

@@ -247,10 +247,13 @@ def train_affinity(
     search is carved from training when the split gives none.
     """
     from holoprot.affinity.report import metrics_table, write_failures, write_json
+    from holoprot.validation import check_number, check_output_folder
 
     try:
-        if out.resolve().exists() and not overwrite:
-            raise InputError(out, "already exists (pass --overwrite to replace it)")
+        check_number("--pocket-cutoff", pocket_cutoff, above=0)
+        check_number("--k-folds", k_folds, minimum=2)
+        check_number("--n-forests", n_forests, minimum=1)
+        check_output_folder(out, overwrite=overwrite)
         _check_split_options(split_dir, test_ids, split)
         measures = ("Kd", "Ki", "IC50") if ic50 else ("Kd", "Ki")
         complexes, failures, index_files = _load_complexes(
@@ -395,7 +398,21 @@ def _resolve_model_dir(model_dir: Path) -> Path:
     raise InputError(model_dir, f"holds {len(found)} models ({names}): name one of them")
 
 
-def _complexes_from_args(items: Sequence[str]) -> tuple[list[ComplexFiles], list[Failure]]:
+def _folder_labels(
+    folder: Path, found: list[ComplexFiles], measures: Sequence[str], keep_inequalities: bool
+) -> list[ComplexFiles]:
+    """`found` with labels from the index files in `folder` (or, for one complex's folder, in its
+    parent), read with the model's label policy; unchanged when there are none."""
+    index_files = find_index_files(folder) or find_index_files(folder.parent)
+    if not index_files:
+        return found
+    labels, _ = read_labels(index_files, keep_inequalities=keep_inequalities, measures=measures)
+    return join_labels(found, labels["neglog_affinity"].to_dict())
+
+
+def _complexes_from_args(
+    items: Sequence[str], measures: Sequence[str], keep_inequalities: bool
+) -> tuple[list[ComplexFiles], list[Failure]]:
     complexes: list[ComplexFiles] = []
     failures: list[Failure] = []
     for item in items:
@@ -404,6 +421,7 @@ def _complexes_from_args(items: Sequence[str]) -> tuple[list[ComplexFiles], list
             found, failed = discover(path)
             if not found and not failed:
                 raise InputError(path, "no <id>_protein/pocket.pdb + <id>_ligand.sdf/mol2 found")
+            found = _folder_labels(path, found, measures, keep_inequalities)
         elif path.is_file() and path.suffix.lower() == ".csv":
             found, failed = read_manifest(path)
         elif ":" in item:
@@ -429,6 +447,9 @@ def predict_affinity(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="CSV file (default: stdout).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --output file.")
+    ] = False,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
     ] = None,
@@ -438,10 +459,17 @@ def predict_affinity(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
 ) -> None:
-    """Predict −log10 affinity with a saved model (refuses other weights or a modified model)."""
+    """Predict −log10 affinity with a saved model (refuses other weights or a modified model).
+
+    `label` is the complex's known value, when a manifest or the index files of a given folder
+    hold one; `ligand_source` the ligand file read (also for embeddings taken from the cache).
+    """
     from holoprot.affinity.forest import METADATA_FILE, load_forest
+    from holoprot.validation import check_output_file
 
     try:
+        if output is not None:
+            check_output_file(output, overwrite=overwrite, resume=False, resumable=False)
         folder = _resolve_model_dir(model_dir)
         model, meta = load_forest(folder)
         kind = meta["features"]
@@ -457,7 +485,12 @@ def predict_affinity(
                     f"{meta['weights_sha256'][:12]}…, but those weights now have sha256 "
                     f"{embedder.weights_sha256[:12]}…: refusing to predict",
                 )
-        items, failures = _complexes_from_args(complexes)
+        items, failures = _complexes_from_args(
+            complexes,
+            meta.get("label_measures", ("Kd", "Ki", "IC50")),
+            bool(meta.get("keep_inequalities", False)),
+        )
+        n_given = len(items) + len(failures)
         start = time.perf_counter()
         table = feats.featurise(
             items,
@@ -471,9 +504,7 @@ def predict_affinity(
         for failure in failures:
             _print_line(Text(f"skipped {failure.id} ({failure.stage}): {failure.problem}"))
         if not table.ids:
-            raise HoloprotError(
-                f"none of the {len(items) + len(failures)} complexes could be featurised"
-            )
+            raise HoloprotError(f"none of the {n_given} complex(es) could be featurised")
         each = model.predict_each(table.features[kind])
         frame = pd.DataFrame(
             {
@@ -486,8 +517,13 @@ def predict_affinity(
         )
         if output is None:
             frame.to_csv(sys.stdout, index=False, float_format="%.4f")
-        else:
-            frame.to_csv(output, index=False, float_format="%.4f")
+        else:  # written beside, then renamed: a failed run never leaves half a file
+            tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+            try:
+                frame.to_csv(tmp, index=False, float_format="%.4f")
+                os.replace(tmp, output)
+            finally:
+                tmp.unlink(missing_ok=True)
         console.print(
             f"{len(table.ids)} predicted, {len(failures)} skipped "
             f"in {time.perf_counter() - start:.1f} s"

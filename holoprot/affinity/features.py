@@ -150,7 +150,19 @@ class EmbeddingCache:
         except (OSError, KeyError, ValueError):
             return None
 
-    def save(self, key: str, weights_sha256: str, latents: np.ndarray) -> None:
+    def ligand_source(self, key: str) -> str | None:
+        """The ligand file recorded with a cached entry (None if absent or not recorded)."""
+        if self.folder is None:
+            return None
+        try:
+            with np.load(self.folder / f"{key}.npz", allow_pickle=False) as data:
+                return str(data["ligand_source"])
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def save(
+        self, key: str, weights_sha256: str, latents: np.ndarray, ligand_source: str = ""
+    ) -> None:
         """Write atomically (temp file + rename) so concurrent runs never see half a file."""
         if self.folder is None:
             return
@@ -158,7 +170,12 @@ class EmbeddingCache:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, latents=latents, weights_sha256=np.array(weights_sha256))
+                np.savez(
+                    handle,
+                    latents=latents,
+                    weights_sha256=np.array(weights_sha256),
+                    ligand_source=np.array(ligand_source),
+                )
             os.replace(tmp, self.folder / f"{key}.npz")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -248,7 +265,7 @@ def featurise(
                         raise HoloprotError(f"embedder returned shape {latents.shape}")
                     table.embed_seconds += time.perf_counter() - start
                     table.n_embedded += 1
-                    cache.save(key, embedder.weights_sha256, latents)
+                    cache.save(key, embedder.weights_sha256, latents, ligand.source)
                 else:
                     table.n_cached += 1
                 row["hae"] = aggregate(latents, how)
@@ -257,7 +274,9 @@ def featurise(
         else:
             table.ids.append(complex_files.id)
             table.splits.append(complex_files.split)
-            table.ligand_source.append(ligand.source if ligand is not None else "cached")
+            table.ligand_source.append(
+                ligand.source if ligand is not None else cache.ligand_source(key) or "cached"
+            )
             labels.append(np.nan if complex_files.label is None else complex_files.label)
             n_pocket.append(len(latents) if latents is not None else -1)
             for kind, values in row.items():
