@@ -202,7 +202,7 @@ def zernike(
     from holoprot.inputs import expand_inputs
     from holoprot.pipeline import ProjectionSettings, iter_projected
     from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
-    from holoprot.validation import check_unique_ids
+    from holoprot.validation import check_unique_ids, parse_channels
     from holoprot.zernike import ZernikeBasis
 
     with user_errors():
@@ -212,7 +212,7 @@ def zernike(
         check_number("--workers", workers, minimum=0)
         check_output_file(output, overwrite=overwrite, resume=resume)
         try:
-            basis = ZernikeBasis(lmax, nmax, radius, tuple(c.strip() for c in channels.split(",")))
+            basis = ZernikeBasis(lmax, nmax, radius, parse_channels(channels))
         except ValueError as exc:
             raise HoloprotError(f"invalid basis: {exc}") from exc
         paths = [str(p) for p in expand_inputs(inputs)]

@@ -64,6 +64,18 @@ def parse_chains(text: str | None) -> list[str] | None:
     return chains
 
 
+def parse_channels(text: str) -> tuple[str, ...]:
+    """`--channels C,N,O,S` → ('C', 'N', 'O', 'S'): distinct element symbols of 1–2 letters."""
+    channels = tuple(c.strip() for c in text.split(","))
+    bad = [c for c in channels if not (c.isascii() and c.isalpha() and len(c) <= 2)]
+    if bad or len(set(c.upper() for c in channels)) != len(channels):
+        raise HoloprotError(
+            f"--channels {text!r}: expected distinct element symbols separated by commas,"
+            " e.g. C,N,O,S"
+        )
+    return channels
+
+
 def partial_dir(output: Path) -> Path:
     """Where a run writing `output` keeps its rows until it finishes (see holoprot.tables)."""
     return output.with_name(output.name + ".partial")
