@@ -30,7 +30,8 @@ Policies (each is tested on a real file in ``tests/test_structure.py``):
   needs no ``END`` record, or an mmCIF file cut after a complete line) is accepted as what it is.
   Errors: a last PDB ``ATOM``/``HETATM`` line that ends before the end of its coordinates
   (column 54), an mmCIF file that ends inside an ``_atom_site`` row (no final line end: the last
-  value may be cut), and any other cut that gemmi rejects.
+  value may be cut), and any other cut that gemmi rejects. Non-finite coordinates (``nan``) and
+  names that are not UTF-8 text are errors too.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ STANDARD_AMINO_ACIDS = frozenset(
 _STRUCTURE_EXTENSIONS = (".pdb", ".ent", ".cif", ".mmcif")
 _GZIP_MAGIC = b"\x1f\x8b"
 _PDB_ATOM_RECORD = re.compile(rb"^(ATOM|HETATM)", re.MULTILINE)
+_PDB_OTHER_RECORD = re.compile(
+    rb"^(HEADER|TITLE |COMPND|SOURCE|REMARK|CRYST1|SEQRES|MODEL |HELIX |SHEET |EXPDTA|AUTHOR)",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,12 @@ def read_structure(path: str | os.PathLike, model: int | None = None) -> Structu
     if len(st) == 0:
         raise InputError(path, "no atoms found")
     gmodel = _pick_model(path, st, model)
-    return _to_arrays(path, gmodel)
+    try:
+        return _to_arrays(path, gmodel)
+    except UnicodeDecodeError:
+        raise InputError(
+            path, "bytes that are not UTF-8 text in chain, residue or atom names"
+        ) from None
 
 
 def _read_text(path: str | os.PathLike) -> bytes:
@@ -164,6 +174,8 @@ def _sniff(data: bytes) -> Literal["pdb", "mmcif"]:
 def _parse(path: str | os.PathLike, data: bytes) -> gemmi.Structure:
     fmt = _sniff(data)
     if fmt == "pdb" and not _PDB_ATOM_RECORD.search(data):
+        if _PDB_OTHER_RECORD.search(data):
+            raise InputError(path, "no atoms found (PDB records, but no ATOM/HETATM record)")
         raise InputError(path, "not a PDB or mmCIF file (no ATOM/HETATM record, no data_ block)")
     _check_truncation(path, data, fmt)
     try:
@@ -269,12 +281,21 @@ def _to_arrays(path: str | os.PathLike, gmodel: gemmi.Model) -> Structure:
             hetero.append(residue.het_flag == "H")
     if not xyz:
         raise InputError(path, f"no atoms in model {gmodel.num} besides waters and hydrogens")
+    coords = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    bad = np.flatnonzero(~np.isfinite(coords).all(axis=1))
+    if len(bad):
+        r = res_of_atom[bad[0]]
+        raise InputError(
+            path,
+            f"non-finite coordinates for atom {names[bad[0]]} of {res_names[r]}"
+            f" {chains[r]}{seq_nums[r]}{icodes[r]} ({len(bad)} atom(s) in all)",
+        )
     kinds = np.array([_kind(n) for n in res_names], dtype=bool).reshape(-1, 2)
     return Structure(
         id=structure_id(path),
         path=str(path),
         model=int(gmodel.num),
-        coords=np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
+        coords=coords,
         element=np.char.upper(np.asarray(elements, dtype="<U2")),
         atom_name=_strings(names, 4),
         residue_index=np.asarray(res_of_atom, dtype=np.int32),

@@ -310,7 +310,7 @@ def test_mmcif_truncated_mid_row(tmp_path):
 
 
 def test_text_that_is_no_structure(tmp_path):
-    _assert_input_error(_write(tmp_path / "notes.pdb", b"hello\nworld\n"), "no atoms")
+    _assert_input_error(_write(tmp_path / "notes.pdb", b"hello\nworld\n"), "not a PDB or mmCIF")
     _assert_input_error(_write(tmp_path / "x.cif", b"data_x\n_cell.length_a 1\n"), "_atom_site")
 
 
@@ -348,3 +348,11 @@ def test_garbage_in_charge_columns_is_ignored(tmp_path) -> None:
     plain, odd = read_structure(MSE), read_structure(path)
     assert np.array_equal(plain.coords, odd.coords)
     assert np.array_equal(plain.element, odd.element)
+
+
+def test_non_finite_coordinates_are_refused(tmp_path):
+    lines = MSE.read_text().splitlines(keepends=True)
+    row = next(i for i, ln in enumerate(lines) if ln.startswith("ATOM"))
+    lines[row] = lines[row][:30] + "     nan" + lines[row][38:]
+    err = _assert_input_error(_write(tmp_path / "nan.pdb", "".join(lines).encode()), "non-finite")
+    assert "(1 atom(s) in all)" in str(err)
