@@ -16,7 +16,13 @@ from holoprot.model import load_model_file
 from holoprot.pipeline import ProjectionSettings
 from holoprot.so3 import irreps_ls
 from holoprot.training import dataset as dataset_module
-from holoprot.training.dataset import assign_groups, build_dataset, read_group_file, split_groups
+from holoprot.training.dataset import (
+    assign_groups,
+    build_dataset,
+    load_dataset,
+    read_group_file,
+    split_groups,
+)
 from holoprot.training.trainer import TrainSettings, input_norm_constant
 
 DATA = Path(__file__).parent / "data" / "structures"
@@ -184,11 +190,36 @@ def test_resume_continues_exactly(tmp_path: Path, small_config: Path) -> None:
     log_c = (split / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in log_a] == [json.loads(ln)["step"] for ln in log_c]
 
+    info = json.loads((split / "checkpoint.json").read_text())
+    (split / "checkpoint.json").write_text(json.dumps(info | {"global_step": 1}))
+    d = run(
+        "train", *FILES, "--out", split, "--epochs", "3", "--resume", "--cache-dir", cache, *common
+    )
+    assert d.exit_code == 1 and "checkpoint.json: metadata_sha256 does not match" in d.output
+
+
+def test_edited_dataset_cache_is_rebuilt_or_refused(tmp_path: Path) -> None:
+    settings, cache = ProjectionSettings(), tmp_path / "cache"
+    paths = [str(FILES[0])]
+    build_dataset(paths, cache, settings, workers=0)
+    manifest_path = cache / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps(manifest | {"n_residues": 1}))
+    with pytest.raises(InputError, match="manifest.json: metadata_sha256 does not match"):
+        load_dataset(cache)
+    data, _ = build_dataset(paths, cache, settings, workers=0)  # rebuilt, not trusted
+    assert len(data) == manifest["n_residues"]
+    assert json.loads(manifest_path.read_text()) == manifest
+    index = cache / "index.parquet"
+    index.write_bytes(index.read_bytes() + b"\0")
+    with pytest.raises(InputError, match="index.parquet: sha256 does not match"):
+        load_dataset(cache)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epochs", "0"], "must be positive"),
+        (["--epochs", "0"], "--epochs 0"),
         (["--split", "0.5,0.5"], "three fractions"),
         (["--device", "cuda:7"], "cuda"),
     ],
