@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from holoprot.evaluation import evaluate_weights, read_split
-from holoprot.hashing import sha256_file
+from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.training.trainer import plot_loss_curve
 from holoprot.weights import resolve_weights
 
@@ -124,6 +124,7 @@ def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> N
     """Store `evaluation` in ``<stem>.json`` (atomically) and the loss curve next to it."""
     sidecar = stem.with_suffix(".json")
     info = json.loads(sidecar.read_text())
+    check_seal(info, sidecar)  # only a sealed, unedited JSON is updated (and sealed again)
     if sha256_file(stem.with_suffix(".safetensors")) != info["sha256"]:
         raise SystemExit(f"{stem}.safetensors does not match the sha256 in {sidecar}")
     png = stem.with_name(f"{stem.name}-loss.png")
@@ -136,7 +137,7 @@ def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> N
         evaluation = {**evaluation, "loss_curve": png.name}
     info["metadata"]["evaluation"] = evaluation
     tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(seal(info), indent=1, sort_keys=True) + "\n")
     os.replace(tmp, sidecar)
 
 
