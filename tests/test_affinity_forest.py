@@ -97,10 +97,10 @@ def test_foreign_types_are_refused_even_with_matching_checksum(tmp_path, fitted)
     save_forest(fitted, tmp_path, {})
     skops.io.dump([fitted.forests_[0], stats.norm], tmp_path / "forest.skops")  # a scipy object
     meta = json.loads((tmp_path / "forest.json").read_text())
-    from holoprot.hashing import sha256_file
+    from holoprot.hashing import seal, sha256_file
 
     meta["model_sha256"] = sha256_file(tmp_path / "forest.skops")
-    (tmp_path / "forest.json").write_text(json.dumps(meta))
+    (tmp_path / "forest.json").write_text(json.dumps(seal(meta)))  # checksums forged too
     with pytest.raises(InputError, match="outside sklearn/numpy"):
         load_forest(tmp_path)
 
