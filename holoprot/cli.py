@@ -356,6 +356,7 @@ def train(
     workers: WorkersOpt = None,
 ) -> None:
     """Train an H-(V)AE on your structures; writes OUT/model.safetensors + OUT/model.json."""
+    from holoprot.training.run import LR_SCHEDULES
     from holoprot.training.run import train as run_training
 
     with user_errors():
@@ -364,6 +365,12 @@ def train(
         check_number("--lr", lr, above=0)
         check_number("--checkpoint-every", checkpoint_every, minimum=1)
         check_number("--workers", workers, minimum=0)
+        check_number("--lr-final", lr_final, above=0)
+        check_number("--warmup-steps", warmup_steps, minimum=0)
+        if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
+            raise HoloprotError(
+                f"--lr-schedule {lr_schedule}: choose one of {', '.join(LR_SCHEDULES)}"
+            )
         try:
             fractions = tuple(float(f) for f in split.split(","))
         except ValueError:

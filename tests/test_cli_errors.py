@@ -196,6 +196,20 @@ CASES = [
         lambda t: (["train", str(PDB), "--out", str(t / "r"), "--lr", "inf"], "--lr inf"),
     ),  # fmt: skip
     Case(
+        "train schedule unknown",
+        lambda t: (
+            ["train", str(PDB), "--out", str(t / "r"), "--lr-schedule", "linear"],
+            "--lr-schedule linear",
+        ),
+    ),  # fmt: skip
+    Case(
+        "train warm-up negative",
+        lambda t: (
+            ["train", str(PDB), "--out", str(t / "r"), "--warmup-steps", "-1"],
+            "--warmup-steps -1",
+        ),
+    ),  # fmt: skip
+    Case(
         "pocket cutoff nan",
         lambda t: (
             ["train-affinity", str(t), "--out", str(t / "r"), "--pocket-cutoff", "nan"],
