@@ -7,9 +7,10 @@ recomputed exactly and pinned, so their test groups stay held out; each new set 
 * BM5 (``data/structures-matched``) and extras: first four characters of the structure id, with
   1BD2 and 3KPR in 1AKJ's group (they share its MHC/β2m chains), as for the first weights;
 * PoseBusters, nanobodies, BM5.5: the PDB id (first four characters); DIPS: the PDB id, characters
-  4–7 of the file name (``a9_1a95.pdb1_3.dill_l_b_COMPLEX`` → 1A95). PDB ids are compared upper-case,
-  so an entry that is also a BM5 complex (e.g. nanobody 1KXQ) joins that complex's group and split,
-  and an id found in two new sets is one group (split with the set where it first appears).
+  4–7 of the file name (``a9_1a95.pdb1_3.dill_l_b_COMPLEX`` → 1A95). PDB ids are compared
+  upper-case, so an entry that is also a BM5 complex (e.g. nanobody 1KXQ) joins that complex's
+  group and split, and an id found in two new sets is one group (split with the set where it
+  first appears).
 
 Usage (the cache holds the residues of every file, e.g. the one `holoprot train` builds):
 
