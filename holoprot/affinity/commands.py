@@ -40,15 +40,11 @@ console = Console(stderr=True)
 EXIT_SKIPPED = 3  # as in holoprot.cli: finished, but some inputs were skipped (listed on stderr)
 
 
-class FeatureChoice(str, Enum):
-    hae = "hae"
-    counts = "counts"
-    both = "both"
-
-
 class SplitChoice(str, Enum):
     random = "random"
     kfold = "kfold"
+    core = "core"
+    cluster_cv = "cluster-cv"
 
 
 class AggregateChoice(str, Enum):
@@ -137,6 +133,40 @@ def _weights_argument(weights: str) -> str:
     return str(Path(weights).resolve()) if Path(weights).exists() else weights
 
 
+def parse_feature_sets(values: Sequence[str]) -> list[str]:
+    """`--features` values (repeated and/or comma-separated; `both` = hae, counts), in order,
+    without repeats."""
+    sets: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            for name in ["hae", "counts"] if item.strip() == "both" else [item.strip()]:
+                feats.set_kinds(name)  # InputError naming the choices
+                if name not in sets:
+                    sets.append(name)
+    if not sets:
+        raise InputError("--features", "give at least one feature set")
+    return sets
+
+
+def parse_regressors(values: Sequence[str]) -> list[str]:
+    """`--regressor` values (repeated and/or comma-separated), in order, without repeats."""
+    from holoprot.affinity.models import REGRESSORS
+
+    chosen: list[str] = []
+    for value in values:
+        for name in (v.strip() for v in value.split(",")):
+            if name not in REGRESSORS:
+                raise InputError("--regressor", f"unknown regressor {name!r} (choose rf, ridge)")
+            if name not in chosen:
+                chosen.append(name)
+    return chosen
+
+
+def model_folder_name(feature_set: str, regressor: str) -> str:
+    """`hae+counts` for a forest, `hae+counts-ridge` for a ridge model."""
+    return feature_set if regressor == "rf" else f"{feature_set}-{regressor}"
+
+
 def _check_split_options(
     split_dir: Path | None, test_ids: Path | None, split: SplitChoice | None
 ) -> None:
@@ -159,8 +189,10 @@ def _make_splits(
     k_folds: int,
     index_files: Sequence[Path],
     seed: int,
+    clusters: Any = None,
 ) -> list[sp.Split]:
-    """The split (or k folds) for the featurised ids; see `train_affinity` for the default."""
+    """The split (or k folds) for the featurised ids; see `train_affinity` for the default.
+    `clusters`: the `clusters.Clusters` of `--split cluster-cv`."""
     if split_dir is not None:
         return [sp.from_split_dir(ids, split_dir, seed=seed)]
     if test_ids is not None:
@@ -171,6 +203,15 @@ def _make_splits(
         ]
     if split is SplitChoice.kfold:
         return sp.kfold_splits(ids, k_folds, seed=seed)
+    if split is SplitChoice.cluster_cv:
+        from holoprot.affinity.clusters import fold_splits
+
+        return fold_splits(clusters, ids, seed=seed)
+    if split is SplitChoice.core:
+        core = set(read_core_ids(index_files)) & set(ids)
+        if not core:
+            raise InputError("--split core", "no CASF core complex (CoreSet.dat) among the data")
+        return [sp.held_out(ids, core, method="CASF core set as test", seed=seed)]
     if split is SplitChoice.random:
         return [sp.random_split(ids, seed=seed)]
     if any(s is not None for s in table_splits):
@@ -212,12 +253,31 @@ def train_affinity(
     ] = None,
     test_ids: Annotated[Path | None, typer.Option(help="Id list held out as the test set.")] = None,
     split: Annotated[
-        SplitChoice | None, typer.Option(help="Seeded random 80/10/10 or k-fold.")
+        SplitChoice | None,
+        typer.Option(
+            help="core: CASF core as test; cluster-cv: k folds with no test protein >= "
+            "--identity to a training one; kfold: random k folds; random: 80/10/10."
+        ),
     ] = None,
-    k_folds: Annotated[int, typer.Option(help="Folds for --split kfold.")] = 5,
+    k_folds: Annotated[int, typer.Option(help="Folds for --split kfold / cluster-cv.")] = 5,
+    identity: Annotated[
+        float, typer.Option(help="Sequence-identity threshold of --split cluster-cv.")
+    ] = 0.3,
+    clusters_dir: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="Reuse clusters saved by an earlier cluster-cv run."),
+    ] = None,
     features: Annotated[
-        FeatureChoice, typer.Option(help="hae latents, RF-Score counts, or both.")
-    ] = FeatureChoice.hae,
+        list[str] | None,
+        typer.Option(
+            help="Feature sets, repeated or comma-separated: hae, zernike-l0, counts, "
+            "hae+counts, hae+zernike-l0 (both = hae,counts)."
+        ),
+    ] = None,
+    regressor: Annotated[
+        list[str] | None,
+        typer.Option(help="rf (random-forest ensemble) and/or ridge, repeated or comma-separated."),
+    ] = None,
     weights: Annotated[str, typer.Option(help="H-(V)AE weights name or file.")] = "default",
     pocket_cutoff: Annotated[
         float, typer.Option(help="Å, pocket = residues with Cα this close to the ligand.")
@@ -240,11 +300,12 @@ def train_affinity(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
-    """Train a random-forest affinity model (−log10 Kd/Ki) on H-(V)AE pocket embeddings.
+    """Train affinity models (−log10 Kd/Ki), one per feature set and regressor.
 
     Default split: the manifest's `split` column; else the CASF core complexes as test when a
     CoreSet.dat is among the index files; else seeded random 80/10/10. Validation for the grid
-    search is carved from training when the split gives none.
+    search is carved from training when the split gives none. With k folds the saved model is
+    refitted on all complexes.
     """
     from holoprot.affinity.report import metrics_table, write_failures, write_json
     from holoprot.validation import check_number, check_output_folder
@@ -255,11 +316,15 @@ def train_affinity(
         check_number("--n-forests", n_forests, minimum=1)
         check_output_folder(out, overwrite=overwrite)
         _check_split_options(split_dir, test_ids, split)
+        feature_sets = parse_feature_sets(features or ["hae"])
+        regressors = parse_regressors(regressor or ["rf"])
         measures = ("Kd", "Ki", "IC50") if ic50 else ("Kd", "Ki")
         complexes, failures, index_files = _load_complexes(
             data, manifest, index, keep_inequalities, measures
         )
-        kinds = ["hae", "counts"] if features is FeatureChoice.both else [features.value]
+        kinds = [
+            k for k in feats.FEATURE_KINDS if any(k in feats.set_kinds(f) for f in feature_sets)
+        ]
         embedder = feats.load_embedder(weights, device) if "hae" in kinds else None
         cache = feats.EmbeddingCache(cache_dir or feats.default_cache_dir())
         progress, tick = _progress(len(complexes), "featurising")
@@ -282,6 +347,9 @@ def train_affinity(
             f"{len(table.ids)} complexes featurised, {len(failures)} skipped"
             + (f"; embedded {table.n_embedded}, from cache {table.n_cached}" if embedder else "")
         )
+        clusters = None
+        if split is SplitChoice.cluster_cv:
+            clusters = _clusters(complexes, table.ids, identity, k_folds, seed, clusters_dir)
         splits = _make_splits(
             table.ids,
             table.splits,
@@ -291,13 +359,16 @@ def train_affinity(
             k_folds=k_folds,
             index_files=index_files,
             seed=seed,
+            clusters=clusters,
         )
-        if split is SplitChoice.kfold:  # the saved model is refitted on everything
+        if len(splits) > 1:  # k folds: the saved model is refitted on everything
             splits.append(
                 sp.held_out(table.ids, [], method="all complexes (final model)", seed=seed)
             )
         run_info = {
-            "features": features.value,
+            "features": feature_sets,
+            "regressors": regressors,
+            "split_name": split.value if split is not None else None,
             "pocket_cutoff": pocket_cutoff,
             "aggregate": aggregate.value if "hae" in kinds else None,
             "weights": _weights_argument(weights) if embedder else None,
@@ -314,86 +385,117 @@ def train_affinity(
             "embedding_seconds_per_complex": table.embed_seconds / table.n_embedded
             if table.n_embedded
             else None,
+            "zernike_seconds_per_complex": table.project_seconds / table.n_projected
+            if table.n_projected
+            else None,
+            "n_rebuilt_atoms_dropped": table.n_rebuilt_dropped,
         }
         summary: dict[str, Any] = {"run": run_info}
         with atomic_folder(out, overwrite) as work:
             write_failures(work / "skipped.csv", failures)
-            for kind in kinds:
-                summary[kind] = _train_kind(
-                    work / kind,
-                    table,
-                    kind,
-                    splits,
-                    grid.value,
-                    n_forests,
-                    seed,
-                    run_info
-                    | {
-                        "features": kind,
-                        "weights": run_info["weights"] if kind == "hae" else None,
-                        "aggregate": aggregate.value if kind == "hae" else None,
-                        "weights_name": run_info["weights_name"] if kind == "hae" else None,
-                        "weights_sha256": run_info["weights_sha256"] if kind == "hae" else None,
-                    },
-                )
+            if clusters is not None:
+                from holoprot.affinity.clusters import save_clusters
+
+                save_clusters(clusters, work / "clusters")
+            for feature_set in feature_sets:
+                set_kinds = feats.set_kinds(feature_set)
+                uses_hae = "hae" in set_kinds
+                pocket = uses_hae or "zernike-l0" in set_kinds
+                latent_dim = embedder.latent_dim if uses_hae else None
+                info = run_info | {
+                    "features": feature_set,
+                    "feature_set": feature_set,
+                    "feature_columns": feats.feature_columns(
+                        feature_set, latent_dim, aggregate.value
+                    ),
+                    "weights": run_info["weights"] if uses_hae else None,
+                    "aggregate": aggregate.value if pocket else None,
+                    "weights_name": run_info["weights_name"] if uses_hae else None,
+                    "weights_sha256": run_info["weights_sha256"] if uses_hae else None,
+                }
+                for name in regressors:
+                    folder = model_folder_name(feature_set, name)
+                    summary[folder] = _train_model(
+                        work / folder, table, feature_set, name, splits, grid.value, n_forests,
+                        seed, info | {"regressor": name},
+                    )  # fmt: skip
             write_json(work / "metrics.json", summary)
-        for kind in kinds:
-            shown = summary[kind].get("pooled_test") or summary[kind]
-            console.print(metrics_table({kind: shown}, f"{kind}: {summary[kind]['split']}"))
+        for folder in (model_folder_name(f, r) for f in feature_sets for r in regressors):
+            shown = summary[folder].get("pooled_test") or summary[folder]
+            console.print(metrics_table({folder: shown}, f"{folder}: {summary[folder]['split']}"))
         console.print(f"wrote {out}")
     except HoloprotError as exc:
         _print_line(Text.assemble(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
 
 
-def _train_kind(
+def _clusters(
+    complexes: Sequence[ComplexFiles],
+    ids: Sequence[str],
+    identity: float,
+    k_folds: int,
+    seed: int,
+    saved: Path | None,
+):
+    """Clusters of the featurised complexes: loaded from `saved`, else aligned now."""
+    from holoprot.affinity import clusters as cl
+
+    if saved is not None:
+        return cl.load_clusters(saved)
+    chosen = set(ids)
+    sequences, failed = cl.complex_sequences([c for c in complexes if c.id in chosen])
+    if failed:
+        raise HoloprotError(f"{failed[0].id}: no sequence for cluster-cv ({failed[0].problem})")
+    console.print(f"aligning the sequences of {len(sequences)} complexes (cluster-cv)")
+    return cl.cluster_complexes(sequences, threshold=identity, k=k_folds, seed=seed)
+
+
+def _train_model(
     folder: Path,
     table: feats.FeatureTable,
-    kind: str,
+    feature_set: str,
+    regressor: str,
     splits: list[sp.Split],
     grid: str,
     n_forests: int,
     seed: int,
     info: dict[str, Any],
 ) -> dict[str, Any]:
-    """Fit, evaluate and save one feature kind; returns its metrics record."""
+    """Fit, evaluate and save one (feature set, regressor); returns its metrics record."""
     from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
-    from holoprot.affinity.forest import save_forest
+    from holoprot.affinity.models import save_model
     from holoprot.affinity.report import scatter_plot, write_json
 
     folder.mkdir()
-    extra = {"n_pocket": table.n_pocket} if kind == "hae" else {}
+    extra = {"n_pocket": table.n_pocket} if info.get("aggregate") else {}
     side = pd.DataFrame({"id": table.ids, "ligand_source": table.ligand_source} | extra)
+    fit = {"regressor": regressor, "grid": grid, "n_forests": n_forests, "seed": seed}
     if len(splits) == 1:
         final_split = splits[0]
-        model = fit_split(table, kind, final_split, grid=grid, n_forests=n_forests, seed=seed)
-        metrics, predictions = evaluate_split(model, table, kind, final_split, seed=seed)
+        model = fit_split(table, feature_set, final_split, **fit)
+        metrics, predictions = evaluate_split(model, table, feature_set, final_split, seed=seed)
         record = metrics | {"split": final_split.method, "best_params": model.best_params_}
     else:  # k folds, then a final model on all complexes
-        record, predictions = cross_validate(
-            table, kind, splits[:-1], grid=grid, n_forests=n_forests, seed=seed
-        )
+        record, predictions = cross_validate(table, feature_set, splits[:-1], **fit)
         final_split = splits[-1]
-        model = fit_split(table, kind, final_split, grid=grid, n_forests=n_forests, seed=seed)
+        model = fit_split(table, feature_set, final_split, **fit)
         record["final_model"] = final_split.method
     predictions = predictions.merge(side, on="id", how="left")
     predictions.to_csv(folder / "predictions.csv", index=False, float_format="%.4f")
-    scatter_plot(folder / "scatter.png", predictions, f"{kind}: {record['split']}")
+    scatter_plot(folder / "scatter.png", predictions, f"{folder.name}: {record['split']}")
     write_json(folder / "metrics.json", record)
-    save_forest(model, folder, info | {"split": final_split.to_json()})
+    save_model(model, regressor, folder, info | {"split": final_split.to_json()})
     return record
 
 
 def _resolve_model_dir(model_dir: Path) -> Path:
-    from holoprot.affinity.forest import METADATA_FILE
+    from holoprot.affinity.models import model_folders
 
-    if (model_dir / METADATA_FILE).is_file():
-        return model_dir
-    found = sorted(p.parent for p in model_dir.glob(f"*/{METADATA_FILE}"))
+    found = model_folders(model_dir)
     if len(found) == 1:
         return found[0]
     if not found:
-        raise InputError(model_dir, f"no {METADATA_FILE}: not a train-affinity output")
+        raise InputError(model_dir, "no forest.json or ridge.json: not a train-affinity output")
     names = ", ".join(p.name for p in found)
     raise InputError(model_dir, f"holds {len(found)} models ({names}): name one of them")
 
@@ -464,27 +566,30 @@ def predict_affinity(
     `label` is the complex's known value, when a manifest or the index files of a given folder
     hold one; `ligand_source` the ligand file read (also for embeddings taken from the cache).
     """
-    from holoprot.affinity.forest import METADATA_FILE, load_forest
+    from holoprot.affinity.models import feature_set_of, load_model, rebuildable_columns
     from holoprot.validation import check_output_file
 
     try:
         if output is not None:
             check_output_file(output, overwrite=overwrite, resume=False, resumable=False)
         folder = _resolve_model_dir(model_dir)
-        model, meta = load_forest(folder)
-        kind = meta["features"]
+        model, meta = load_model(folder)
+        where = folder / f"{'ridge' if meta.get('regressor') == 'ridge' else 'forest'}.json"
+        feature_set = feature_set_of(meta, where)
+        kinds = feats.set_kinds(feature_set)
         embedder = None
-        if kind == "hae":
+        if "hae" in kinds:
             embedder = feats.load_embedder(
                 weights or meta.get("weights") or meta["weights_name"], device
             )
             if embedder.weights_sha256 != meta["weights_sha256"]:
                 raise InputError(
-                    folder / METADATA_FILE,
+                    where,
                     f"model was trained with weights {meta['weights_name']} sha256 "
                     f"{meta['weights_sha256'][:12]}…, but those weights now have sha256 "
                     f"{embedder.weights_sha256[:12]}…: refusing to predict",
                 )
+        rebuildable_columns(meta, embedder.latent_dim if embedder else None, where)
         items, failures = _complexes_from_args(
             complexes,
             meta.get("label_measures", ("Kd", "Ki", "IC50")),
@@ -494,7 +599,7 @@ def predict_affinity(
         start = time.perf_counter()
         table = feats.featurise(
             items,
-            [kind],
+            kinds,
             embedder=embedder,
             pocket_cutoff=meta["pocket_cutoff"],
             how=meta.get("aggregate") or "sum",
@@ -505,7 +610,7 @@ def predict_affinity(
             _print_line(Text(f"skipped {failure.id} ({failure.stage}): {failure.problem}"))
         if not table.ids:
             raise HoloprotError(f"none of the {n_given} complex(es) could be featurised")
-        each = model.predict_each(table.features[kind])
+        each = model.predict_each(table.matrix(feature_set))
         frame = pd.DataFrame(
             {
                 "id": table.ids,

@@ -1,5 +1,6 @@
-"""Fit and score forest ensembles on the splits of a feature table (used by the command and the
-benchmark script)."""
+"""Fit and score affinity regressors on the splits of a feature table (used by the command and
+the benchmark script). `feature_set` is one of `features.FEATURE_SETS` (e.g. `hae+counts`),
+`regressor` one of `models.REGRESSORS`."""
 
 from __future__ import annotations
 
@@ -11,24 +12,25 @@ import pandas as pd
 
 from holoprot.affinity import splits as sp
 from holoprot.affinity.features import FeatureTable
-from holoprot.affinity.forest import ForestEnsemble
 from holoprot.affinity.metrics import bootstrap_intervals, regression_metrics
+from holoprot.affinity.models import make_model
 
 
 def fit_split(
     table: FeatureTable,
-    kind: str,
+    feature_set: str,
     split: sp.Split,
     *,
+    regressor: str = "rf",
     grid: str = "reference",
     n_forests: int = 10,
     seed: int = 0,
     n_jobs: int | None = -1,
-) -> ForestEnsemble:
-    """An ensemble fitted on the split's train rows, grid-searched on its validation rows."""
+):
+    """A model fitted on the split's train rows, its settings chosen on its validation rows."""
     train, val = table.rows(list(split.train)), table.rows(list(split.val))
-    X = table.features[kind]
-    model = ForestEnsemble(grid=grid, n_forests=n_forests, random_state=seed, n_jobs=n_jobs)
+    X = table.matrix(feature_set)
+    model = make_model(regressor, grid=grid, n_forests=n_forests, seed=seed, n_jobs=n_jobs)
     return model.fit(
         X[train],
         table.labels[train],
@@ -38,17 +40,18 @@ def fit_split(
 
 
 def evaluate_split(
-    model: ForestEnsemble, table: FeatureTable, kind: str, split: sp.Split, *, seed: int = 0
+    model, table: FeatureTable, feature_set: str, split: sp.Split, *, seed: int = 0
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per split part (test with seeded bootstrap 95% CIs) and the predictions frame
     (columns id, split, label, prediction)."""
     metrics: dict[str, Any] = {}
     frames = []
+    X = table.matrix(feature_set)
     for part in sp.PARTS:
         ids = list(getattr(split, part))
         rows = table.rows(ids)
         y = table.labels[rows]
-        pred = model.predict(table.features[kind][rows]) if ids else np.zeros(0)
+        pred = model.predict(X[rows]) if ids else np.zeros(0)
         metrics[part] = regression_metrics(y, pred)
         if part == "test":
             metrics[part]["ci95"] = bootstrap_intervals(y, pred, random_state=seed)
@@ -58,9 +61,10 @@ def evaluate_split(
 
 def cross_validate(
     table: FeatureTable,
-    kind: str,
+    feature_set: str,
     folds: Sequence[sp.Split],
     *,
+    regressor: str = "rf",
     grid: str = "reference",
     n_forests: int = 10,
     seed: int = 0,
@@ -69,8 +73,10 @@ def cross_validate(
     predictions (with a `fold` column, 1-based)."""
     records, frames = [], []
     for number, fold in enumerate(folds, start=1):
-        model = fit_split(table, kind, fold, grid=grid, n_forests=n_forests, seed=seed)
-        metrics, predictions = evaluate_split(model, table, kind, fold, seed=seed)
+        model = fit_split(
+            table, feature_set, fold, regressor=regressor, grid=grid, n_forests=n_forests, seed=seed
+        )
+        metrics, predictions = evaluate_split(model, table, feature_set, fold, seed=seed)
         records.append(metrics | {"split": fold.method, "best_params": model.best_params_})
         frames.append(predictions[predictions["split"] == "test"].assign(fold=number))
     pooled_predictions = pd.concat(frames, ignore_index=True)

@@ -14,9 +14,18 @@
   Br, I (36 features). Protein atoms are all non-water heavy atoms of the structure file (protein
   when present, else pocket, where counts beyond the pocket's extent are lost).
 
+* `zernike-l0`: the paper's "Zernike invariants" baseline: the same pocket neighbourhoods'
+  rotation-invariant l = 0 Zernike coefficients (the first 44 of the 1708: 4 channels × 11 radial
+  orders, default `ZernikeBasis`), aggregated like the latents. Cached like them.
+* Feature sets (`FEATURE_SETS`): a kind alone, or `hae+counts` / `hae+zernike-l0`, the kinds'
+  columns concatenated in the order written. `feature_columns` names every column; the names are
+  recorded with a model and checked before it predicts.
+
+Which protein atoms count (waters, hydrogens and rebuilt atoms are dropped): `preparation`.
+
 A complex that fails for any requested kind is skipped for all kinds (and reported), so that
 feature kinds are compared on the same complexes. `torch` is imported only when an `Embedder` is
-built (`load_embedder`), so `counts` never loads it.
+built (`load_embedder`) or Zernike coefficients are projected, so `counts` never loads it.
 """
 
 from __future__ import annotations
@@ -36,18 +45,22 @@ from scipy.spatial import cKDTree
 
 from holoprot.affinity.dataset import ComplexFiles, Failure, Ligand, collect_failure, read_ligand
 from holoprot.affinity.pocket import DEFAULT_CUTOFF, pocket_residues
+from holoprot.affinity.preparation import read_protein
 from holoprot.errors import HoloprotError, InputError
 from holoprot.hashing import sha256_file
 from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.structure import read_structure
 
-FEATURE_KINDS = ("hae", "counts")
+FEATURE_KINDS = ("hae", "zernike-l0", "counts")
+FEATURE_SETS = ("hae", "zernike-l0", "counts", "hae+counts", "hae+zernike-l0")
+ZERNIKE_L0_DIM = 44
+ZERNIKE_CACHE_TAG = "zernike-l0:lmax6-nmax20-rcut10-square-CNOS"
 AGGREGATES = ("sum", "mean", "sum+count")
 NEIGHBORHOOD_RADIUS = 10.0
 COUNT_CUTOFF = 12.0
 COUNT_PROTEIN_ELEMENTS = ("C", "N", "O", "S")
 COUNT_LIGAND_ELEMENTS = ("C", "N", "O", "F", "P", "S", "CL", "BR", "I")
-CACHE_FORMAT = "holoprot-affinity-hae-v1"
+# v2: rebuilt atoms (B-factor 999.99) dropped before the neighbourhoods are cut
+CACHE_FORMAT = "holoprot-affinity-v2"
 
 
 class EmbedderLike(Protocol):
@@ -76,6 +89,50 @@ def default_cache_dir() -> Path:
         return Path(os.environ["HOLOPROT_CACHE_DIR"]) / "affinity"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "holoprot" / "affinity"
+
+
+def set_kinds(feature_set: str) -> list[str]:
+    """The kinds of a feature set, in column order: 'hae+counts' -> ['hae', 'counts']."""
+    kinds = feature_set.split("+")
+    if feature_set not in FEATURE_SETS:
+        raise InputError(
+            "--features", f"unknown features {feature_set!r} (choose {', '.join(FEATURE_SETS)})"
+        )
+    return kinds
+
+
+def zernike_l0_names() -> list[str]:
+    """Names of the 44 `zernike-l0` columns in projection order: 'C:n0' … 'S:n20'."""
+    from holoprot.zernike import ZernikeBasis
+
+    layout = ZernikeBasis().layout()
+    channels = ZernikeBasis().channels
+    return [
+        f"{channels[c]}:n{n}"
+        for c, n in zip(
+            layout["channel"][:ZERNIKE_L0_DIM], layout["n"][:ZERNIKE_L0_DIM], strict=True
+        )
+    ]
+
+
+def feature_columns(feature_set: str, latent_dim: int | None = None, how: str = "sum") -> list[str]:
+    """Column names of a feature set, prefixed by kind ('hae:0', 'zernike-l0:C:n0', 'counts:C-N');
+    `hae` needs the embedder's `latent_dim`; `sum+count` adds 'hae:n_pocket' /
+    'zernike-l0:n_pocket'."""
+    names: list[str] = []
+    for kind in set_kinds(feature_set):
+        if kind == "counts":
+            names += [f"counts:{n}" for n in count_feature_names()]
+            continue
+        if kind == "hae":
+            if latent_dim is None:
+                raise ValueError("the hae columns need latent_dim")
+            names += [f"hae:{i}" for i in range(latent_dim)]
+        else:
+            names += [f"zernike-l0:{n}" for n in zernike_l0_names()]
+        if how == "sum+count":
+            names.append(f"{kind}:n_pocket")
+    return names
 
 
 def count_feature_names() -> list[str]:
@@ -188,6 +245,9 @@ class FeatureTable:
 
     `features[kind]` is (n, d) float64 for each requested kind; `ids`, `labels` (n,) (NaN where
     unlabelled) and `splits` follow the same rows; `ligand_source` says which file was read.
+    `embed_seconds` / `n_embedded` time the `hae` complexes embedded (pocket, neighbourhoods,
+    projection, encoder) and `project_seconds` / `n_projected` the `zernike-l0` ones (pocket,
+    neighbourhoods, projection); `n_rebuilt_dropped` counts rebuilt atoms left out.
     """
 
     ids: list[str]
@@ -200,11 +260,39 @@ class FeatureTable:
     n_embedded: int = 0
     n_cached: int = 0
     embed_seconds: float = 0.0
+    n_projected: int = 0
+    n_projected_cached: int = 0
+    project_seconds: float = 0.0
+    n_rebuilt_dropped: int = 0
+
+    def matrix(self, feature_set: str) -> np.ndarray:
+        """(n, d) features of a set, its kinds' columns concatenated in `feature_columns` order."""
+        return np.concatenate([self.features[k] for k in set_kinds(feature_set)], axis=1)
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row numbers of `ids` (each must be present)."""
         where = {complex_id: row for row, complex_id in enumerate(self.ids)}
         return np.array([where[i] for i in ids], dtype=np.int64)
+
+
+def _pocket_neighborhoods(structure, ligand: Ligand, pocket_cutoff: float, radius: float):
+    pocket = pocket_residues(structure, ligand.coords, pocket_cutoff)
+    if len(pocket) == 0:
+        raise HoloprotError(f"no residue Cα within {pocket_cutoff:g} Å of the ligand")
+    return extract_neighborhoods(
+        structure, radius, residues=pocket, extra_coords=ligand.coords, extra_element=ligand.element
+    )
+
+
+def zernike_l0(nbh) -> np.ndarray:
+    """(P, 44) float32 l = 0 coefficients of each neighbourhood (default `ZernikeBasis`)."""
+    import torch
+
+    from holoprot.zernike import ZernikeBasis
+
+    with torch.no_grad():
+        coefficients = ZernikeBasis().project_neighborhoods(nbh)
+    return np.asarray(coefficients[:, :ZERNIKE_L0_DIM].numpy(), dtype=np.float32)
 
 
 def featurise(
@@ -217,7 +305,7 @@ def featurise(
     cache: EmbeddingCache | None = None,
     progress: Callable[[], None] | None = None,
 ) -> FeatureTable:
-    """Features of each complex for each of `kinds` ("hae", "counts"); failures are collected."""
+    """Features of each complex for each of `kinds` (see `FEATURE_KINDS`); failures collected."""
     unknown = sorted(set(kinds) - set(FEATURE_KINDS))
     if unknown or not kinds:
         raise InputError("--features", f"unknown feature kind(s) {unknown or kinds}")
@@ -226,59 +314,68 @@ def featurise(
     aggregate(np.zeros((1, 1)), how)  # validates `how` before any work
     cache = cache or EmbeddingCache(None)
     radius = float(getattr(embedder, "radius", NEIGHBORHOOD_RADIUS))
+    pocket_kinds = {
+        kind: (embedder.weights_sha256, radius) if kind == "hae" else (ZERNIKE_CACHE_TAG, 10.0)
+        for kind in kinds
+        if kind != "counts"
+    }
     table = FeatureTable([], np.zeros(0), [], {k: [] for k in kinds}, np.zeros(0), [])
     labels, n_pocket = [], []
     for complex_files in complexes:
         stage = "files"
         try:
-            key = latents = structure = ligand = None
-            if "hae" in kinds:
-                key = cache.key(complex_files, embedder.weights_sha256, pocket_cutoff, radius)
-                latents = cache.load(key, embedder.weights_sha256)
-            if "counts" in kinds or latents is None:
+            structure = ligand = None
+            keys: dict[str, str] = {}
+            per_residue: dict[str, np.ndarray | None] = {}
+            for kind, (tag, kind_radius) in pocket_kinds.items():
+                keys[kind] = cache.key(complex_files, tag, pocket_cutoff, kind_radius)
+                per_residue[kind] = cache.load(keys[kind], tag)
+            if "counts" in kinds or any(v is None for v in per_residue.values()):
                 stage = "ligand"
                 ligand = read_ligand(complex_files.ligands)
                 stage = "structure"
-                structure = read_structure(complex_files.structure_file)
+                structure, n_rebuilt = read_protein(complex_files.structure_file)
+                table.n_rebuilt_dropped += n_rebuilt
             row: dict[str, np.ndarray] = {}
             if "counts" in kinds:
                 stage = "counts"
                 row["counts"] = count_features(structure.coords, structure.element, ligand)
-            if "hae" in kinds:
-                stage = "embedding"
-                if latents is None:
+            for kind, (tag, kind_radius) in pocket_kinds.items():
+                stage = "embedding" if kind == "hae" else "zernike"
+                values = per_residue[kind]
+                if values is None:
                     start = time.perf_counter()
-                    pocket = pocket_residues(structure, ligand.coords, pocket_cutoff)
-                    if len(pocket) == 0:
-                        raise HoloprotError(
-                            f"no residue Cα within {pocket_cutoff:g} Å of the ligand"
-                        )
-                    nbh = extract_neighborhoods(
-                        structure,
-                        radius,
-                        residues=pocket,
-                        extra_coords=ligand.coords,
-                        extra_element=ligand.element,
-                    )
-                    latents = np.asarray(embedder.embed_neighborhoods(nbh), dtype=np.float32)
-                    if latents.shape != (len(nbh), embedder.latent_dim):
-                        raise HoloprotError(f"embedder returned shape {latents.shape}")
-                    table.embed_seconds += time.perf_counter() - start
-                    table.n_embedded += 1
-                    cache.save(key, embedder.weights_sha256, latents, ligand.source)
-                else:
+                    nbh = _pocket_neighborhoods(structure, ligand, pocket_cutoff, kind_radius)
+                    if kind == "hae":
+                        values = np.asarray(embedder.embed_neighborhoods(nbh), dtype=np.float32)
+                        if values.shape != (len(nbh), embedder.latent_dim):
+                            raise HoloprotError(f"embedder returned shape {values.shape}")
+                        table.embed_seconds += time.perf_counter() - start
+                        table.n_embedded += 1
+                    else:
+                        values = zernike_l0(nbh)
+                        table.project_seconds += time.perf_counter() - start
+                        table.n_projected += 1
+                    cache.save(keys[kind], tag, values, ligand.source)
+                elif kind == "hae":
                     table.n_cached += 1
-                row["hae"] = aggregate(latents, how)
+                else:
+                    table.n_projected_cached += 1
+                per_residue[kind] = values
+                row[kind] = aggregate(values, how)
         except (HoloprotError, OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:
             table.failures.append(collect_failure(complex_files.id, stage, exc))
         else:
             table.ids.append(complex_files.id)
             table.splits.append(complex_files.split)
             table.ligand_source.append(
-                ligand.source if ligand is not None else cache.ligand_source(key) or "cached"
+                ligand.source
+                if ligand is not None
+                else cache.ligand_source(next(iter(keys.values()))) or "cached"
             )
             labels.append(np.nan if complex_files.label is None else complex_files.label)
-            n_pocket.append(len(latents) if latents is not None else -1)
+            pocket_sizes = [len(v) for v in per_residue.values() if v is not None]
+            n_pocket.append(pocket_sizes[0] if pocket_sizes else -1)
             for kind, values in row.items():
                 table.features[kind].append(values)
         if progress is not None:
