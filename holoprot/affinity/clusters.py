@@ -112,8 +112,8 @@ def complex_identity(a: Sequence[str], b: Sequence[str], aligner=None) -> float:
 class Clusters:
     """Cluster and fold of each complex id, and the pair identities that were computed.
 
-    `pairs` maps (id_a, id_b), id_a < id_b, to identity for every pair >= `PAIR_RECORD_MIN`
-    (pairs of complexes with identical chain sequences included, at 1.0).
+    `pairs` maps (id_a, id_b), id_a < id_b, to identity (rounded to 4 decimals) for every pair
+    >= `PAIR_RECORD_MIN` (pairs of complexes with identical chain sequences included, at 1.0).
     """
 
     cluster: dict[str, int]
@@ -187,7 +187,7 @@ def cluster_complexes(
     labels = _components(len(keys), edges)
     cluster = {complex_id: int(labels[u]) for complex_id, u in zip(ids, of_id, strict=True)}
     pairs = {
-        (ids[i], ids[j]): float(identity[of_id[i], of_id[j]])
+        (ids[i], ids[j]): round(float(identity[of_id[i], of_id[j]]), 4)
         for i in range(len(ids))
         for j in range(i + 1, len(ids))
         if identity[of_id[i], of_id[j]] >= PAIR_RECORD_MIN

@@ -1,0 +1,74 @@
+"""cluster-cv: no protein in a test fold has >= 30 % identity to a protein in its training
+folds, on the real binding-chain sequences of the tests/data/affinity complexes plus mutants of
+them at known identities."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from holoprot.affinity import clusters as cl
+from holoprot.affinity.dataset import discover
+
+FIXTURE = Path(__file__).parent / "data" / "affinity"
+AMINO = "ACDEFGHIKLMNPQRSTVWY"
+
+
+def _mutant(sequence: str, fraction_kept: float, seed: int) -> str:
+    """`sequence` with 1 − fraction_kept of its residues substituted (no indels)."""
+    rng = np.random.default_rng(seed)
+    out = list(sequence)
+    for i in rng.choice(len(out), size=round((1 - fraction_kept) * len(out)), replace=False):
+        out[i] = rng.choice([a for a in AMINO if a != out[i]])
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    complexes, _ = discover(FIXTURE)
+    real, failed = cl.complex_sequences(complexes)
+    assert not failed and sorted(real) == ["1a28", "1gbt", "1hvr", "4zhl"]
+    hvr, gbt = real["1hvr"][0], real["1gbt"][0]
+    return real | {
+        "1hvr-m60": (_mutant(hvr, 0.60, 1),),  # a close homologue of 1hvr
+        "1gbt-m45": (_mutant(gbt, 0.45, 2),),  # a remote homologue of 1gbt, above 30 %
+        "1gbt-m10": (_mutant(gbt, 0.10, 3),),  # unrelated to 1gbt by now
+    }
+
+
+def test_identity_is_from_a_real_alignment(sequences):
+    hvr = sequences["1hvr"][0]
+    aligner = cl.make_aligner()
+    assert cl.sequence_identity(hvr, hvr, aligner) == 1.0
+    assert 0.55 <= cl.sequence_identity(hvr, sequences["1hvr-m60"][0], aligner) <= 0.65
+    # an insertion does not shift the rest out of register
+    inserted = hvr[:40] + "GGGGSGGGGS" + hvr[40:]
+    assert cl.sequence_identity(hvr, inserted, aligner) > 0.95
+    # unrelated real chains (HIV protease, trypsin) are far below the threshold
+    assert cl.complex_identity(sequences["1hvr"], sequences["1gbt"], aligner) < 0.2
+
+
+def test_cluster_split_has_no_cross_fold_pair_above_the_threshold(sequences, tmp_path):
+    made = cl.cluster_complexes(sequences, threshold=0.3, k=3, seed=0)
+    assert made.fold["1hvr"] == made.fold["1hvr-m60"]
+    assert made.fold["1gbt"] == made.fold["1gbt-m45"]
+    assert made.cluster["1gbt"] != made.cluster["1gbt-m10"]
+    aligner = cl.make_aligner()
+    checked = 0
+    for a, b in itertools.combinations(sorted(sequences), 2):
+        if made.fold[a] != made.fold[b]:
+            assert cl.complex_identity(sequences[a], sequences[b], aligner) < 0.3, (a, b)
+            checked += 1
+    assert checked >= 10
+    assert len(set(made.fold.values())) == 3
+    cl.save_clusters(made, tmp_path)
+    assert cl.load_clusters(tmp_path) == made
+    splits = cl.fold_splits(made, sorted(sequences))
+    assert sorted(i for s in splits for i in s.test) == sorted(sequences)
+    for split in splits:
+        test_folds = {made.fold[i] for i in split.test}
+        assert len(test_folds) == 1
+        assert not test_folds & {made.fold[i] for i in split.train + split.val}
