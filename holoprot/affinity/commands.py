@@ -369,6 +369,7 @@ def train_affinity(
             "features": feature_sets,
             "regressors": regressors,
             "split_name": split.value if split is not None else None,
+            "identity_threshold": clusters.threshold if clusters is not None else None,
             "pocket_cutoff": pocket_cutoff,
             "aggregate": aggregate.value if "hae" in kinds else None,
             "weights": _weights_argument(weights) if embedder else None,

@@ -24,13 +24,21 @@ def fit_split(
     regressor: str = "rf",
     grid: str = "reference",
     n_forests: int = 10,
+    grid_repeats: int = 3,
     seed: int = 0,
     n_jobs: int | None = -1,
 ):
     """A model fitted on the split's train rows, its settings chosen on its validation rows."""
     train, val = table.rows(list(split.train)), table.rows(list(split.val))
     X = table.matrix(feature_set)
-    model = make_model(regressor, grid=grid, n_forests=n_forests, seed=seed, n_jobs=n_jobs)
+    model = make_model(
+        regressor,
+        grid=grid,
+        n_forests=n_forests,
+        grid_repeats=grid_repeats,
+        seed=seed,
+        n_jobs=n_jobs,
+    )
     return model.fit(
         X[train],
         table.labels[train],
@@ -67,6 +75,7 @@ def cross_validate(
     regressor: str = "rf",
     grid: str = "reference",
     n_forests: int = 10,
+    grid_repeats: int = 3,
     seed: int = 0,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Per-fold metrics and pooled out-of-fold test metrics (with CIs), and the pooled test
@@ -74,7 +83,14 @@ def cross_validate(
     records, frames = [], []
     for number, fold in enumerate(folds, start=1):
         model = fit_split(
-            table, feature_set, fold, regressor=regressor, grid=grid, n_forests=n_forests, seed=seed
+            table,
+            feature_set,
+            fold,
+            regressor=regressor,
+            grid=grid,
+            n_forests=n_forests,
+            grid_repeats=grid_repeats,
+            seed=seed,
         )
         metrics, predictions = evaluate_split(model, table, feature_set, fold, seed=seed)
         records.append(metrics | {"split": fold.method, "best_params": model.best_params_})

@@ -29,13 +29,26 @@ def metadata_files() -> dict[str, str]:
 
 
 def make_model(
-    regressor: str, *, grid: str = "reference", n_forests: int = 10, seed: int = 0, n_jobs=-1
+    regressor: str,
+    *,
+    grid: str = "reference",
+    n_forests: int = 10,
+    grid_repeats: int = 3,
+    seed: int = 0,
+    n_jobs=-1,
 ):
-    """An unfitted regressor with `fit(X, y, X_val=, y_val=)`, `predict`, `predict_each`."""
+    """An unfitted regressor with `fit(X, y, X_val=, y_val=)`, `predict`, `predict_each`
+    (`grid`, `n_forests`, `grid_repeats`: the forest's; ridge has its own alpha grid)."""
     if regressor == "rf":
         from holoprot.affinity.forest import ForestEnsemble
 
-        return ForestEnsemble(grid=grid, n_forests=n_forests, random_state=seed, n_jobs=n_jobs)
+        return ForestEnsemble(
+            grid=grid,
+            n_forests=n_forests,
+            grid_repeats=grid_repeats,
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
     if regressor == "ridge":
         from holoprot.affinity.linear import RidgeModel
 

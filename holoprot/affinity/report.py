@@ -109,3 +109,70 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
             if "ci95" in row:
                 table.add_row("", "95% CI", "", *(_interval(row["ci95"][name]) for name in METRICS))
     return table
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def comparison_scatter(path: str | Path, panels: Mapping[str, pd.DataFrame], title: str) -> None:
+    """One panel per model (e.g. regressor) of test predictions vs labels, with y = x and the
+    panel's RMSE and Pearson r; a small PNG (80 dpi)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), dpi=80)
+    axes = np.atleast_1d(axes)
+    try:
+        values = np.concatenate(
+            [f[["label", "prediction"]].to_numpy(float) for f in panels.values()]
+        )
+        low, high = np.nanmin(values) - 0.5, np.nanmax(values) + 0.5
+        for ax, (name, frame) in zip(axes, panels.items(), strict=True):
+            y, p = frame["label"].to_numpy(float), frame["prediction"].to_numpy(float)
+            rmse = float(np.sqrt(np.mean((p - y) ** 2)))
+            r = float(np.corrcoef(y, p)[0, 1]) if len(y) > 1 and np.ptp(p) > 0 else float("nan")
+            ax.scatter(y, p, s=6, alpha=0.6, color="#d62728", linewidths=0)
+            ax.plot([low, high], [low, high], color="black", linewidth=0.8)
+            ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", xlabel="measured pK")
+            ax.set_title(f"{name}: RMSE {rmse:.2f}, r {r:.2f} (n={len(y)})", fontsize=8)
+        axes[0].set_ylabel("predicted pK")
+        figure.suptitle(title, fontsize=9)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+
+
+def summary_bars(path: str | Path, rows: pd.DataFrame, metrics: tuple[str, ...]) -> None:
+    """Grouped bars with 95% interval whiskers: one group per `label` row value, one bar per
+    `series` value, one panel per metric. `rows` columns: label, series, <metric>, <metric>_low,
+    <metric>_high."""
+    plt = _pyplot()
+    labels = list(dict.fromkeys(rows["label"]))
+    series = list(dict.fromkeys(rows["series"]))
+    width = 0.8 / len(series)
+    figure, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(6.0, 0.9 * len(labels)), 2.6 * len(metrics)), dpi=80
+    )
+    axes = np.atleast_1d(axes)
+    colours = plt.get_cmap("tab10")
+    try:
+        for ax, metric in zip(axes, metrics, strict=True):
+            for s, name in enumerate(series):
+                part = rows[rows["series"] == name].set_index("label").reindex(labels)
+                x = np.arange(len(labels)) + (s - (len(series) - 1) / 2) * width
+                value = part[metric].to_numpy(float)
+                error = np.abs(part[[f"{metric}_low", f"{metric}_high"]].to_numpy(float).T - value)
+                ax.bar(x, value, width, yerr=error, capsize=2, color=colours(s), label=name)
+            ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+            ax.set_ylabel(metric, fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+        axes[0].legend(fontsize=6, ncol=min(3, len(series)))
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
