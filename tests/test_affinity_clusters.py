@@ -72,3 +72,14 @@ def test_cluster_split_has_no_cross_fold_pair_above_the_threshold(sequences, tmp
         test_folds = {made.fold[i] for i in split.test}
         assert len(test_folds) == 1
         assert not test_folds & {made.fold[i] for i in split.train + split.val}
+
+
+def test_saved_benchmark_clusters_keep_every_similar_pair_in_one_fold():
+    """The committed split of the 413 PDBbind complexes (benchmarks/affinity-clusters)."""
+    folder = Path(__file__).parents[1] / "benchmarks" / "affinity-clusters"
+    made = cl.load_clusters(folder)
+    assert len(made.fold) == 413 and made.threshold == 0.3 and made.k == 5
+    similar = [(a, b) for (a, b), value in made.pairs.items() if value >= made.threshold]
+    assert len(similar) > 100
+    assert all(made.fold[a] == made.fold[b] for a, b in similar)
+    assert all(made.cluster[a] == made.cluster[b] for a, b in similar)

@@ -175,3 +175,22 @@ def test_cluster_cv_saves_its_clusters_and_reuses_them(app, tmp_path):
     assert (again / "clusters" / "clusters.csv").read_text() == (
         out / "clusters" / "clusters.csv"
     ).read_text()
+
+
+def test_core_split_tests_on_the_core_set(app, tmp_path):
+    core = tmp_path / "CoreSet.dat"
+    core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
+    index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
+    out = tmp_path / "run"
+    result = invoke(
+        app, "train-affinity", FIXTURE, "--index", index, "--index", core, "--split", "core",
+        "--features", "counts", "--regressor", "ridge", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "counts-ridge" / "ridge.json").read_text())
+    assert meta["split_name"] == "core" and meta["split"]["test"] == ["1hvr"]
+    result = invoke(
+        app, "train-affinity", FIXTURE, "--index", index, "--split", "core", "--features",
+        "counts", "--out", tmp_path / "none",
+    )  # fmt: skip
+    assert result.exit_code == 1 and "no CASF core complex" in result.output
