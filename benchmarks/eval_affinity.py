@@ -162,9 +162,9 @@ def main() -> None:
     }
     results: list[dict] = []
     predictions: dict[tuple[str, str, str], pd.DataFrame] = {}
-    for feature_set in args.features:
-        for regressor in args.regressors:
-            for split_name, parts in splits.items():
+    for split_name, parts in splits.items():  # split-major: the core rows come first
+        for feature_set in args.features:
+            for regressor in args.regressors:
                 started = time.perf_counter()
                 if len(parts) == 1:
                     model = fit_split(table, feature_set, parts[0], regressor=regressor, **fit)
@@ -179,18 +179,12 @@ def main() -> None:
                     )
                     test = record["pooled_test"]["test"]
                 predictions[(feature_set, regressor, split_name)] = frame
-                results.append(
-                    {
-                        "features": feature_set,
-                        "regressor": regressor,
-                        "split": split_name,
-                        "test": test,
-                        "fit_seconds": time.perf_counter() - started,
-                    }
-                )
+                row = {"features": feature_set, "regressor": regressor, "split": split_name}
+                results.append(row | {"test": test, "fit_seconds": time.perf_counter() - started})
                 print(
-                    f"# {feature_set} {regressor} {split_name}: RMSE {test['rmse']:.3f}, "
-                    f"Pearson {test['pearson']:.3f} ({time.perf_counter() - started:.0f} s)",
+                    f"# {feature_set} | {regressor} | {split_name} | {test['n']} | "
+                    + " | ".join(_fmt(test, n) for n in NAMES)
+                    + f" | {time.perf_counter() - started:.0f} s",
                     flush=True,
                 )
 

@@ -40,6 +40,17 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of (R, n) arrays; NaN where a row is constant."""
+    constant = (np.ptp(a, axis=1) == 0.0) | (np.ptp(b, axis=1) == 0.0)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.sum(a * b, axis=1) / np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b, axis=1))
+    r[constant] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -58,11 +69,14 @@ def bootstrap_intervals(
         return {name: (float("nan"), float("nan")) for name in METRICS}
     rng = np.random.default_rng(random_state)
     draws = rng.integers(0, y_true.size, size=(n_resamples, y_true.size))
-    values = {name: [] for name in METRICS}
-    for rows in draws:
-        sample = regression_metrics(y_true[rows], y_pred[rows])
-        for name in METRICS:
-            values[name].append(sample[name])
+    truth, pred = y_true[draws], y_pred[draws]  # (n_resamples, n), vectorised over resamples
+    error = pred - truth
+    values = {
+        "rmse": np.sqrt(np.mean(error**2, axis=1)),
+        "mae": np.mean(np.abs(error), axis=1),
+        "pearson": _row_correlation(truth, pred),
+        "spearman": _row_correlation(stats.rankdata(truth, axis=1), stats.rankdata(pred, axis=1)),
+    }
     tail = 100.0 * (1.0 - level) / 2.0
     intervals = {}
     for name, series in values.items():
