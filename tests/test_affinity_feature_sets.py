@@ -19,6 +19,7 @@ from holoprot.affinity.linear import RidgeModel, load_ridge, save_ridge
 from holoprot.affinity.models import check_columns
 from holoprot.affinity.pocket import pocket_residues
 from holoprot.errors import InputError
+from holoprot.hashing import seal
 from holoprot.neighborhoods import extract_neighborhoods
 from holoprot.structure import read_structure
 
@@ -105,6 +106,9 @@ def test_ridge_chooses_alpha_on_validation_and_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     meta["ridge"]["coef"][0] += 1.0
     (tmp_path / "ridge.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="does not match its content"):
+        load_ridge(tmp_path)
+    (tmp_path / "ridge.json").write_text(json.dumps(seal(meta)))  # resealed: numbers checked
     with pytest.raises(InputError, match="do not match their sha256"):
         load_ridge(tmp_path)
 
@@ -142,14 +146,14 @@ def test_several_feature_sets_and_regressors_then_column_checks(app, tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and lines[0].startswith("id,prediction")
 
-    # a shuffled column order in the metadata is refused (the ridge checksum covers only the
-    # fitted numbers, so this reaches the column check)
+    # a shuffled column order in the metadata is refused (resealed, so that this reaches the
+    # column check rather than the seal's)
     meta["feature_columns"] = meta["feature_columns"][::-1]
-    (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(meta))
+    (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(seal(meta)))
     result = invoke(app, "predict-affinity", out / "zernike-l0-ridge", FIXTURE)
     assert result.exit_code == 1 and "another order" in result.output
     meta["feature_set"] = "esm"
-    (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(meta))
+    (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(seal(meta)))
     result = invoke(app, "predict-affinity", out / "zernike-l0-ridge", FIXTURE)
     assert result.exit_code == 1 and "which this holoprot cannot build" in result.output
     assert "Traceback" not in result.output

@@ -3,8 +3,8 @@
 Features are standardised with the training mean and standard deviation (a constant column is
 left unscaled), then `sklearn.linear_model.Ridge` is fitted; the penalty `alpha` is the grid value
 with the lowest validation RMSE. The fitted model is a mean, a scale, coefficients and an
-intercept, written to `ridge.json` with a sha256 over those numbers, so loading never unpickles
-anything and a modified coefficient is refused.
+intercept, written to `ridge.json` with a sha256 over those numbers and a seal over the whole
+file (`holoprot.hashing.seal`), so loading never unpickles anything and an edit is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_array, check_X_y
 
 from holoprot.errors import InputError
+from holoprot.hashing import check_seal, seal
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 METADATA_FILE = "ridge.json"
@@ -116,12 +117,12 @@ def save_ridge(model: RidgeModel, folder: str | Path, metadata: Mapping[str, Any
         "grid_scores": model.grid_scores_,
     }
     path = folder / METADATA_FILE
-    path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(seal(record), indent=2, allow_nan=False) + "\n")
     return path
 
 
 def load_ridge(folder: str | Path) -> tuple[RidgeModel, dict[str, Any]]:
-    """Load `ridge.json` after checking its parameters against their recorded sha256."""
+    """Load `ridge.json` after checking its seal and its parameters' recorded sha256."""
     path = Path(folder) / METADATA_FILE
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
@@ -129,6 +130,7 @@ def load_ridge(folder: str | Path) -> tuple[RidgeModel, dict[str, Any]]:
         recorded = metadata["ridge_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(path, f"cannot read ridge model ({exc})") from None
+    check_seal(metadata, path)
     if _digest(parameters) != recorded:
         raise InputError(path, "ridge parameters do not match their sha256: refusing them")
     model = RidgeModel(alphas=[parameters["alpha"]])
