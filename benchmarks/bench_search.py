@@ -8,8 +8,8 @@ Sections (each optional):
 
 * ``libraries``: on ``--compare-rows`` synthetic rows (below), build time and queries/s at k = 10
   against recall@10 for exact NumPy/BLAS search, usearch HNSW, hnswlib HNSW, FAISS HNSW-Flat and
-  FAISS IVF-Flat, at a few search-time settings each. hnswlib and faiss are not holoprot
-  dependencies: pass ``--extra-path`` where they are installed.
+  FAISS IVF-Flat, at a few search-time settings each. usearch and hnswlib are not holoprot
+  dependencies: pass ``--extra-path`` where they are installed (skipped when absent).
 * ``real``: `holoprot.Index` (HNSW, and exact) over all BM5 latents: build time, size on disk,
   queries/s at k = 10 for held-out noisy queries (below), recall@10 against exact search, peak RSS.
 * ``synthetic``: the same over ``--synthetic-rows`` (default 10^6) rows: real latents drawn with
@@ -149,7 +149,10 @@ def section_libraries(x: np.ndarray, rows: int, n_queries: int, threads: int) ->
                 flush=True,
             )
 
-    from usearch.index import Index as UIndex
+    try:
+        from usearch.index import Index as UIndex
+    except ImportError:
+        UIndex = None
 
     def u_build():
         u = UIndex(ndim=base.shape[1], metric="ip", dtype="f32", connectivity=16, expansion_add=128)
@@ -160,7 +163,8 @@ def section_libraries(x: np.ndarray, rows: int, n_queries: int, threads: int) ->
         u.expansion_search = ef
         return u.search(qq, 10, threads=threads).keys
 
-    measure("usearch HNSW M=16 efC=128, ef=", u_build, (16, 32, 64, 128), u_search)
+    if UIndex is not None:
+        measure("usearch HNSW M=16 efC=128, ef=", u_build, (16, 32, 64, 128), u_search)
     try:
         import hnswlib
     except ImportError:
@@ -204,12 +208,11 @@ def section_libraries(x: np.ndarray, rows: int, n_queries: int, threads: int) ->
             ivf = faiss.IndexIVFFlat(quantiser, base.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
             ivf.train(base[rng.choice(rows, min(rows, 40 * nlist), replace=False)])
             ivf.add(base)
-            ivf.quantiser_ = quantiser
-            return ivf
+            return ivf, quantiser  # the quantiser must outlive the IVF index
 
-        def i_search(ivf, qq, nprobe):
-            ivf.nprobe = nprobe
-            return ivf.search(qq, 10)[1]
+        def i_search(built, qq, nprobe):
+            built[0].nprobe = nprobe
+            return built[0].search(qq, 10)[1]
 
         measure(f"FAISS IVF-Flat nlist={nlist}, nprobe=", i_build, (4, 8, 16, 32), i_search)
 
@@ -266,8 +269,10 @@ def section_quality(emb: Embeddings, structures: list[str], n_l0: int, n_queries
     if n_l0 <= 0:
         return
     from holoprot.inputs import expand_inputs
+    from holoprot.structure import structure_id
 
-    files = [str(p) for p in expand_inputs(structures)]
+    present = set(emb.identity.column("structure_id").to_pylist())
+    files = [str(p) for p in expand_inputs(structures) if structure_id(p) in present]
     files = [files[i] for i in sorted(rng.choice(len(files), min(n_l0, len(files)), False))]
     keys, coeffs = l0_coefficients(files)
     t = emb.identity.to_pydict()

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import EXAMPLES_DIR, LARGE, MMCIF, STRUCTURES_DIR
 from typer.testing import CliRunner
 
 from holoprot.cli import app
@@ -24,20 +25,18 @@ from holoprot.search.embeddings import latent_matrix
 from holoprot.search.exact import exact_search, normalise
 from holoprot.search.queries import parse_query, query_table
 
-from .conftest import EXAMPLES_DIR, MMCIF, STRUCTURES_DIR
-
 HVR = EXAMPLES_DIR / "1hvr.pdb"
 
 
 @pytest.fixture(scope="session")
 def embeddings(tmp_path_factory) -> Path:
-    """Embeddings Parquet of every test structure and example (shipped weights)."""
+    """Embeddings Parquet of the test structures (but the 6,608-residue unit cell) and examples."""
     from holoprot.embedding import Embedder
+    from holoprot.inputs import expand_inputs
 
-    embedder = Embedder("default", "cpu")
+    files = [f for f in expand_inputs([str(STRUCTURES_DIR), str(EXAMPLES_DIR)]) if f != LARGE]
     path = tmp_path_factory.mktemp("search") / "emb.parquet"
-    files = sorted(STRUCTURES_DIR.glob("*.*[bfz]")) + sorted(EXAMPLES_DIR.glob("*.*[bfz]"))
-    tables = list(embedder.iter_files([f for f in files if f.suffix != ".md"], workers=0))
+    tables = list(Embedder("default", "cpu").iter_files(files, workers=0))
     pq.write_table(pa.concat_tables(tables), path)
     return path
 
@@ -187,7 +186,7 @@ def test_save_load_round_trip(tmp_path, exact_index, hnsw_index):
 def test_tampered_or_mismatched_index_is_refused(tmp_path, exact_index, hnsw_index):
     for index in (exact_index, hnsw_index):
         folder = index.save(tmp_path / index.method)
-        data = "vectors.npy" if index.method == "exact" else "hnsw.usearch"
+        data = "vectors.npy" if index.method == "exact" else "hnsw.faiss"
         raw = bytearray((folder / data).read_bytes())
         raw[-5] ^= 0xFF
         (folder / data).write_bytes(bytes(raw))
@@ -212,7 +211,7 @@ def test_other_weights_are_refused(embeddings, exact_index, tmp_path):
     meta = dict(table.schema.metadata)
     meta[b"weights_sha256"] = json.dumps("0" * 64).encode()
     pq.write_table(table.replace_schema_metadata(meta), other)
-    with pytest.raises(HoloprotError, match="other weights"):
+    with pytest.raises(HoloprotError, match="embed them with the index's weights"):
         exact_index.search(pq.read_table(other), k=3)
     with pytest.raises(HoloprotError, match="other weights"):
         query_table([f"{other}:A:25"], exact_index.weights_name, exact_index.weights_sha256)

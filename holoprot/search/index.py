@@ -18,7 +18,7 @@ API; `method="exact"` or `"hnsw"` forces one.
 On disk an index is a folder: ``index.json`` (format name and version, method, metric, sizes,
 the weights name and sha256, and the sha256 of every other file), ``rows.parquet`` (identity
 columns, row i = label i) and ``vectors.npy`` (exact: unit-length float32, loaded with
-allow_pickle=False) or ``hnsw.usearch`` (the library's own binary format). Nothing is unpickled;
+allow_pickle=False) or ``hnsw.faiss`` (the library's own binary format). Nothing is unpickled;
 every file is checked against its sha256 before it is opened.
 """
 

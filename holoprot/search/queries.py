@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
-from holoprot.search.embeddings import HIT_COLUMNS
+from holoprot.search.embeddings import HIT_COLUMNS, latent_matrix
+from holoprot.tables import vector_array
 
 _RESIDUE = re.compile(r"(-?\d+)([A-Za-z]?)")
 SYNTAX = "FILE, FILE:CHAIN or FILE:CHAIN:RESNUM[ICODE]"
@@ -133,9 +134,10 @@ def query_table(
         rows = (
             _embeddings_rows(q, weights_sha256) if q.is_embeddings else _select(q, embedded[q.path])
         )
-        rows = rows.select([*HIT_COLUMNS, "latent"])
-        rows = rows.cast(rows.schema.remove_metadata())
-        parts.append(rows.add_column(0, "query", pa.array([q.text] * rows.num_rows)))
+        columns = {"query": pa.array([q.text] * rows.num_rows, pa.string())}
+        columns.update({name: rows.column(name) for name in HIT_COLUMNS})
+        columns["latent"] = vector_array(latent_matrix(rows.column("latent")))
+        parts.append(pa.table(columns))
     table = pa.concat_tables(parts)
     meta = {b"weights_sha256": json.dumps(weights_sha256).encode()}
     return table.replace_schema_metadata(meta)
