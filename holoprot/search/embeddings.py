@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ def _parquet_files(item: Path) -> list[Path]:
 
 
 def _weights_of(path: Path, schema: pa.Schema) -> tuple[str, str]:
-    import json
-
     meta = schema.metadata or {}
     try:
         sha = json.loads(meta[b"weights_sha256"])

@@ -38,7 +38,7 @@ from holoprot import __version__
 from holoprot.errors import HoloprotError
 from holoprot.hashing import sha256_file
 from holoprot.search import hnsw
-from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, read_embeddings
+from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, latent_matrix, read_embeddings
 from holoprot.search.exact import exact_search, normalise
 
 FORMAT = "holoprot-index"
@@ -50,7 +50,7 @@ EXACT_BELOW = 50_000
 Method = Literal["auto", "exact", "hnsw"]
 
 
-class IndexError_(HoloprotError):
+class IndexFileError(HoloprotError):
     """A missing, tampered or mismatched index folder."""
 
 
@@ -178,8 +178,6 @@ class Index:
             identity columns of the query, ``rank``
             (1…k), ``distance`` (cosine distance) and the hit's identity columns.
         """
-        from holoprot.search.embeddings import latent_matrix
-
         if weights_sha256 is None and queries.schema.metadata:
             raw = queries.schema.metadata.get(b"weights_sha256")
             weights_sha256 = json.loads(raw) if raw else None
@@ -261,31 +259,31 @@ class Index:
         for name, sha in files.items():
             path = folder / name
             if Path(name).name != name or not path.is_file():
-                raise IndexError_(f"{folder}: index file {name} is missing")
+                raise IndexFileError(f"{folder}: index file {name} is missing")
             if sha256_file(path) != sha:
-                raise IndexError_(
+                raise IndexFileError(
                     f"{path}: sha256 does not match index.json (the index was modified or"
                     " damaged; rebuild it)"
                 )
         try:
             rows = pq.read_table(folder / "rows.parquet")
         except (OSError, pa.ArrowException) as exc:
-            raise IndexError_(f"{folder / 'rows.parquet'}: cannot read it ({exc})") from None
+            raise IndexFileError(f"{folder / 'rows.parquet'}: cannot read it ({exc})") from None
         n, dim = meta["rows"], meta["dim"]
         if rows.num_rows != n or not set(HIT_COLUMNS) <= set(rows.column_names):
-            raise IndexError_(f"{folder / 'rows.parquet'}: does not match index.json")
+            raise IndexFileError(f"{folder / 'rows.parquet'}: does not match index.json")
         vectors, graph = None, None
         if meta["method"] == "exact":
             try:
                 vectors = np.load(folder / "vectors.npy", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise IndexError_(f"{folder / 'vectors.npy'}: cannot read it ({exc})") from None
+                raise IndexFileError(f"{folder / 'vectors.npy'}: cannot read it ({exc})") from None
             if vectors.shape != (n, dim) or vectors.dtype != np.float32:
-                raise IndexError_(f"{folder / 'vectors.npy'}: does not match index.json")
+                raise IndexFileError(f"{folder / 'vectors.npy'}: does not match index.json")
         else:
             graph = hnsw.Graph.load(folder / hnsw.FILE_NAME, dim)
             if len(graph) != n:
-                raise IndexError_(f"{folder / hnsw.FILE_NAME}: does not match index.json")
+                raise IndexFileError(f"{folder / hnsw.FILE_NAME}: does not match index.json")
         return cls(
             rows,
             meta["method"],
@@ -313,28 +311,28 @@ _REQUIRED = {
 def _read_meta(folder: Path) -> dict:
     path = folder / "index.json"
     if not folder.is_dir():
-        raise IndexError_(f"{folder}: no such index directory")
+        raise IndexFileError(f"{folder}: no such index directory")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise IndexError_(f"{folder}: not a holoprot index (no index.json)") from None
+        raise IndexFileError(f"{folder}: not a holoprot index (no index.json)") from None
     except (OSError, ValueError) as exc:
-        raise IndexError_(f"{path}: cannot read it ({exc})") from None
+        raise IndexFileError(f"{path}: cannot read it ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexError_(f"{path}: not a holoprot index")
+        raise IndexFileError(f"{path}: not a holoprot index")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise IndexError_(
+        raise IndexFileError(
             f"{path}: index format version {meta.get('format_version')}, this holoprot reads"
             f" version {FORMAT_VERSION}; rebuild the index"
         )
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind):
-            raise IndexError_(f"{path}: missing or malformed '{key}'")
+            raise IndexFileError(f"{path}: missing or malformed '{key}'")
     if meta["metric"] != METRIC or meta["method"] not in ("exact", "hnsw"):
-        raise IndexError_(f"{path}: unknown method {meta['method']} or metric {meta['metric']}")
+        raise IndexFileError(f"{path}: unknown method {meta['method']} or metric {meta['metric']}")
     expected = {"rows.parquet", "vectors.npy" if meta["method"] == "exact" else hnsw.FILE_NAME}
     if set(meta["files"]) != expected:
-        raise IndexError_(
+        raise IndexFileError(
             f"{path}: lists files {sorted(meta['files'])}, expected {sorted(expected)}"
         )
     return meta
