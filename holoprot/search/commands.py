@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from holoprot.errors import HoloprotError
@@ -15,7 +16,9 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False
+    )
     raise typer.Exit(1)
 
 
@@ -40,6 +43,9 @@ def index(
         f"indexed {len(built)} residues ({built.method}, cosine distance, weights"
         f" {built.weights_name}) in {output}",
         highlight=False,
+        soft_wrap=True,
+        emoji=False,
+        markup=False,
     )
 
 
@@ -95,11 +101,14 @@ def search(
     console.print(
         f"wrote {hits.num_rows} hits of {table.num_rows} query residues to {output}",
         highlight=False,
+        soft_wrap=True,
+        emoji=False,
+        markup=False,
     )
 
 
 def _print_hits(hits) -> None:  # pyarrow.Table
-    out = Console()
+    out = Console(emoji=False, markup=False, highlight=False)
     table = Table(show_lines=False)
     columns = [
         ("query", "query"),
@@ -110,7 +119,8 @@ def _print_hits(hits) -> None:  # pyarrow.Table
         ("hit residue", None),
     ]
     for title, _ in columns:
-        table.add_column(title, justify="right" if title in ("rank", "distance") else "left")
+        justify = "right" if title in ("rank", "distance") else "left"
+        table.add_column(title, justify=justify, overflow="fold")
     data = hits.to_pydict()
 
     def residue(prefix: str, i: int) -> str:
