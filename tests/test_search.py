@@ -249,6 +249,10 @@ def test_cli_index_and_search(tmp_path, embeddings):
     result = runner.invoke(app, ["search", str(embeddings) + ":B:50", "--index", str(folder)])
     assert result.exit_code == 0, result.output
     assert "1hvr" in result.output
+    again = runner.invoke(app, ["search", f"{HVR}:A:25", "--index", str(folder), "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+    again = runner.invoke(app, ["index", str(embeddings), "-o", str(folder)])
+    assert again.exit_code == 1 and "already holds an index" in again.output
     (folder / "rows.parquet").write_bytes(b"garbage")
     result = runner.invoke(app, ["search", f"{HVR}:A:25", "--index", str(folder)])
     assert result.exit_code == 1

@@ -30,11 +30,16 @@ def index(
     method: Annotated[
         str, typer.Option(help="auto (exact below 50,000 residues, else HNSW), exact or hnsw.")
     ] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing index in OUTPUT.")
+    ] = False,
 ) -> None:
     """Build a nearest-neighbour index over the latents of embedding files."""
     from holoprot.search.index import Index
 
     try:
+        if (output / "index.json").exists() and not overwrite:
+            raise HoloprotError(f"{output}: already holds an index, kept (pass --overwrite)")
         built = Index.build(embeddings, method=method)  # type: ignore[arg-type]
         built.save(output)
     except HoloprotError as exc:
@@ -70,6 +75,9 @@ def search(
     exact: Annotated[
         bool, typer.Option("--exact", help="Brute-force search even on an HNSW index.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUTPUT file.")
+    ] = False,
 ) -> None:
     """Find the indexed residues whose environments are nearest to each query residue's."""
     import pyarrow.csv as pcsv
@@ -77,13 +85,13 @@ def search(
 
     from holoprot.search.index import Index
     from holoprot.search.queries import query_table
+    from holoprot.validation import check_output_file
 
     try:
         if output is not None:
             if output.suffix.lower() not in (".csv", ".parquet"):
                 raise HoloprotError(f"{output}: output must end in .csv or .parquet")
-            if not output.parent.is_dir():
-                raise HoloprotError(f"{output.parent}: output folder does not exist")
+            check_output_file(output, overwrite=overwrite, resume=False, resumable=False)
         idx = Index.load(index_dir)
         table = query_table(
             queries, idx.weights_name, idx.weights_sha256, weights=weights, device=device
