@@ -7,6 +7,7 @@ The notebook API (imported lazily, so `import holoprot` stays fast):
 * `holoprot.load_model(name_or_path)` → (HVAE model, info)
 * `holoprot.Embedder`, `holoprot.read_structure`, `holoprot.extract_neighborhoods`,
   `holoprot.ZernikeBasis`
+* `holoprot.Index` → nearest-neighbour search over residue latents (build/search/save/load)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _LAZY = {
     "read_structure": "holoprot.structure",
     "extract_neighborhoods": "holoprot.neighborhoods",
     "ZernikeBasis": "holoprot.zernike",
+    "Index": "holoprot.search",
 }
 
 __all__ = ["__version__", *_LAZY]

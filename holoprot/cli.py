@@ -463,6 +463,15 @@ def _register_affinity() -> None:
 _register_affinity()
 
 
+def _register_search() -> None:
+    from holoprot.search.commands import register
+
+    register(app)
+
+
+_register_search()
+
+
 def main() -> None:
     """Entry point for `python -m holoprot`."""
     app()

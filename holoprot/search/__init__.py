@@ -1,0 +1,9 @@
+"""Microenvironment search: nearest-neighbour indexes over residue latents.
+
+`Index` (build / search / save / load) is the API; `holoprot index` and `holoprot search` are the
+commands (`holoprot.search.commands`).
+"""
+
+from holoprot.search.index import Index
+
+__all__ = ["Index"]
