@@ -29,7 +29,7 @@ from rich.progress import (
 from holoprot.allocator import tune_malloc
 from holoprot.errors import HoloprotError
 from holoprot.pipeline import FailedInput
-from holoprot.reporting import DEBUG_KEY, ReportingGroup
+from holoprot.reporting import DEBUG_KEY, ReportingGroup, print_error
 from holoprot.tables import ResidueTableWriter
 from holoprot.validation import check_number, check_output_file, check_resume_inputs
 
@@ -97,7 +97,7 @@ def _root(
 
 def fail(message: str) -> None:
     """Print one error line and exit with status 1."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(1)
 
 

@@ -19,6 +19,17 @@ DEBUG_KEY = "holoprot.debug"
 REPORT_TO = "the holoprot issue tracker"
 
 
+def print_error(message: str) -> None:
+    """One ``error: …`` line on stderr; the message is shown verbatim (no rich markup or emoji
+    codes, so ``1abc.pdb:A:45`` or ``[x]`` in a file name print as they are)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, emoji=False).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+
+
 def debug_requested(meta: dict[str, Any] | None = None) -> bool:
     """Whether tracebacks were asked for (``--debug`` recorded in `meta`, or HOLOPROT_DEBUG=1)."""
     return bool((meta or {}).get(DEBUG_KEY)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")

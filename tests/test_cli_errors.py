@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from holoprot.cli import app
+from holoprot.reporting import print_error
 from holoprot.weights import resolve_weights
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -373,3 +374,9 @@ def test_help_shows_flags_without_a_value(command: str) -> None:
     assert result.exit_code == 0
     assert "<bool>" not in result.output and "BOOLEAN" not in result.output
     assert "--overwrite" in result.output or command == "train"
+
+
+def test_error_lines_show_file_names_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    print_error("1abc.pdb:A:45 [bold] :smile: cannot be read")
+    err = capsys.readouterr().err
+    assert err == "error: 1abc.pdb:A:45 [bold] :smile: cannot be read\n"

@@ -7,18 +7,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from holoprot.errors import HoloprotError
+from holoprot.reporting import print_error
 
 console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False
-    )
+    print_error(message)
     raise typer.Exit(1)
 
 
