@@ -70,7 +70,8 @@ def test_same_rows_schema_and_metadata_as_holoprot_embed(weights: Path, tmp_path
     assert runner.invoke(app, [*args, "--workers", "0"]).exit_code == 0
 
     out = tmp_path / "dataset"
-    result = embed_dataset(inputs, out, weights, frames=True, workers=1, files_per_task=2)
+    uri = f"file://{out}"  # an output folder given as a URI
+    result = embed_dataset(inputs, uri, weights, frames=True, workers=1, files_per_task=2)
     assert result.failures == [
         (str(bad), f"{bad}: no atoms in model 1 besides waters and hydrogens")
     ]
@@ -149,7 +150,9 @@ def test_killed_encoder_worker_is_retried_nothing_lost_or_duplicated(
     box: dict[str, object] = {}
 
     def run() -> None:
-        box["result"] = embed_dataset([str(inputs)], out, weights, workers=1, files_per_task=1)
+        box["result"] = embed_dataset(
+            [str(inputs)], out, weights, workers=1, files_per_task=1, rows_per_part=1
+        )
 
     job = threading.Thread(target=run)
     job.start()
