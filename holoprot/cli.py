@@ -366,6 +366,7 @@ def embed_on_ray(
             f"wrote {result.rows} residues of {result.inputs} input(s) to {output}"
             f" ({len(result.files)} part file(s){kept})",
             highlight=False,
+            soft_wrap=True,
         )
         report_skipped(result.failures)
 
