@@ -44,7 +44,14 @@ def cluster():
     """One local Ray cluster on 2 CPUs for the module (the CI machines have 2 cores)."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, logging_level="WARNING", include_dashboard=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to start: a loaded machine may miss it
+        try:
+            ray.init(num_cpus=2, logging_level="WARNING", include_dashboard=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield
     ray.shutdown()
 
