@@ -5,6 +5,7 @@ The notebook API (imported lazily, so `import holoprot` stays fast):
 * `holoprot.embed(paths, weights="default", ...)` → pandas.DataFrame, one row per residue
 * `holoprot.embed_table(...)` → the same as a pyarrow.Table
 * `holoprot.load_model(name_or_path)` → (HVAE model, info)
+* `holoprot.embed_dataset(paths, out_dir, ...)` → a Parquet dataset written on a Ray cluster
 * `holoprot.Embedder`, `holoprot.read_structure`, `holoprot.extract_neighborhoods`,
   `holoprot.ZernikeBasis`
 * `holoprot.Index` → nearest-neighbour search over residue latents (build/search/save/load)
@@ -15,13 +16,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it
 
 _LAZY = {
     "embed": "holoprot.embedding",
     "embed_table": "holoprot.embedding",
     "load_model": "holoprot.embedding",
     "Embedder": "holoprot.embedding",
+    "embed_dataset": "holoprot.distributed",
     "read_structure": "holoprot.structure",
     "extract_neighborhoods": "holoprot.neighborhoods",
     "ZernikeBasis": "holoprot.zernike",

@@ -261,8 +261,35 @@ def embed(
     skip_errors: SkipErrorsOpt = False,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="local, or ray: -o names a dataset folder, --workers encoder actors."),
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (--engine ray; default: local).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(help="GPUs per encoder actor (--engine ray; default 1 if the cluster has)."),
+    ] = None,
 ) -> None:
     """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
+    if engine != "local":
+        embed_on_ray(
+            inputs,
+            output,
+            weights,
+            batch_size,
+            frames,
+            chains,
+            model,
+            workers,
+            resume,
+            engine,
+            address,
+            gpus_per_worker,
+        )
+        return
     import torch
 
     from holoprot.embedding import Embedder, encoder_workers
@@ -297,6 +324,51 @@ def embed(
             highlight=False,
         )
         report_skipped(failures)
+
+
+def embed_on_ray(
+    inputs: list[str],
+    output: Path,
+    weights: str,
+    batch_size: str,
+    frames: bool,
+    chains: str | None,
+    model: int | None,
+    workers: int | None,
+    resume: bool,
+    engine: str,
+    address: str | None,
+    gpus_per_worker: float | None,
+) -> None:
+    """`holoprot embed --engine ray`: a Parquet dataset in the folder `output`; failed inputs
+    are listed (exit status 3) and never stop the run."""
+    from holoprot.distributed import embed_dataset
+
+    with user_errors():
+        if engine != "ray":
+            raise HoloprotError(f"--engine {engine}: expected local or ray")
+        size = 512 if batch_size == "auto" else _positive_int(batch_size)
+        result = embed_dataset(
+            inputs,
+            output,
+            weights,
+            frames=frames,
+            chains=[c.strip() for c in chains.split(",") if c.strip()] if chains else None,
+            model=model,
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            batch_size=size,
+            resume=resume,
+        )
+        kept = f", {result.resumed} input(s) already there" if result.resumed else ""
+        stderr.print(
+            f"wrote {result.rows} residues of {result.inputs} input(s) to {output}"
+            f" ({len(result.files)} part file(s){kept})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        report_skipped(result.failures)
 
 
 def _positive_int(text: str) -> int:
@@ -452,6 +524,21 @@ def train(
                 on_start=on_start,
             )
         stderr.print(f"model written to {model_path}", highlight=False)
+
+
+@app.command("weights")
+def weights_command() -> None:
+    """List the available named weights: name, latent size, sha256 and where each was found."""
+    from holoprot.weights import DEFAULT_WEIGHTS, list_weights
+
+    with user_errors():
+        found = list_weights()
+        if not found:
+            raise HoloprotError("no weights found (set HOLOPROT_WEIGHTS_PATH)")
+        typer.echo("name\tlatent\tsha256\tpath")
+        for w in found:
+            name = f"{w.name} (default)" if w.name == DEFAULT_WEIGHTS else w.name
+            typer.echo(f"{name}\t{w.latent_dim}\t{w.sha256}\t{w.path}.safetensors")
 
 
 def _register_affinity() -> None:

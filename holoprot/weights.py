@@ -2,13 +2,16 @@
 
 A name (``default``, or e.g. ``hae-z128-bm5``) is looked up as ``<dir>/<name>.safetensors`` +
 ``<dir>/<name>.json`` in, in order: the folders listed in ``$HOLOPROT_WEIGHTS_PATH`` (``:``
-separated) and the ``weights/`` folder of the holoprot source tree. Anything containing a path
-separator or ending in ``.safetensors``/``.json`` is taken as a path.
+separated) and :data:`PACKAGE_WEIGHTS`, the package data folder the wheel carries. Anything
+containing a path separator or ending in ``.safetensors``/``.json`` is taken as a path. The model
+cards and training records stay in the source tree's top-level ``weights/`` folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from holoprot.errors import HoloprotError
@@ -16,13 +19,14 @@ from holoprot.errors import HoloprotError
 #: The weights `--weights default` refers to.
 DEFAULT_WEIGHTS = "hae-z128-bm5"
 
-_SOURCE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+#: Where the shipped weights live: package data, installed with holoprot.
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights_data"
 
 
 def weights_dirs() -> list[Path]:
     """Folders searched for named weights, in order."""
     extra = [Path(p) for p in os.environ.get("HOLOPROT_WEIGHTS_PATH", "").split(os.pathsep) if p]
-    return [*extra, _SOURCE_WEIGHTS]
+    return [*extra, PACKAGE_WEIGHTS]
 
 
 def available_weights() -> list[str]:
@@ -62,3 +66,32 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
             return d / text
     known = ", ".join(available_weights()) or "none"
     raise HoloprotError(f"weights {text!r} not found (available: {known})")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """One set of named weights: its sha256 (of the .safetensors file, as recorded in the JSON),
+    latent size and the stem (path without suffix) it was found at."""
+
+    name: str
+    sha256: str
+    latent_dim: int
+    path: Path
+
+
+def list_weights() -> list[WeightsInfo]:
+    """The named weights found in the search folders, first occurrence of each name.
+
+    Raises:
+        HoloprotError: a weights JSON that cannot be read.
+    """
+    found = []
+    for name in available_weights():
+        stem = resolve_weights(name)
+        sidecar = stem.with_suffix(".json")
+        try:
+            info = json.loads(sidecar.read_text())
+            found.append(WeightsInfo(name, info["sha256"], int(info["config"]["latent_dim"]), stem))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HoloprotError(f"{sidecar}: not a holoprot weights file ({exc})") from exc
+    return found

@@ -1,7 +1,8 @@
 """The shipped default weights: they load, their config is the stored one, and the model card's
 metrics are recorded in their JSON and reproducible (the public-slice probe is recomputed).
 
-Skipped while ``weights/<DEFAULT_WEIGHTS>.safetensors`` is not in the checkout.
+The weights ship as package data (``holoprot/weights_data/``); the model card and loss curve stay
+in the top-level ``weights/`` folder. Skipped while the default weights are not in the checkout.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import pytest
 from holoprot.embedding import Embedder, load_model
 from holoprot.evaluation import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
 from holoprot.model import HVAEConfig
-from holoprot.weights import DEFAULT_WEIGHTS, resolve_weights
+from holoprot.weights import DEFAULT_WEIGHTS, PACKAGE_WEIGHTS, list_weights, resolve_weights
 from holoprot.zernike import ZernikeBasis
 
-WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
+CARD_DIR = Path(__file__).parents[1] / "weights"
 
 pytestmark = pytest.mark.skipif(
-    not (WEIGHTS_DIR / f"{DEFAULT_WEIGHTS}.safetensors").is_file(),
-    reason=f"weights/{DEFAULT_WEIGHTS}.safetensors is not shipped in this checkout yet",
+    not (PACKAGE_WEIGHTS / f"{DEFAULT_WEIGHTS}.safetensors").is_file(),
+    reason=f"{DEFAULT_WEIGHTS}.safetensors is not shipped in this checkout yet",
 )
 
 
@@ -37,7 +38,7 @@ def evaluation(info: dict) -> dict:
 
 
 def test_default_weights_load_and_config_matches(info: dict) -> None:
-    assert resolve_weights("default") == WEIGHTS_DIR / DEFAULT_WEIGHTS
+    assert resolve_weights("default") == PACKAGE_WEIGHTS / DEFAULT_WEIGHTS
     model, loaded = load_model("default", device="cpu")  # checks the sha256
     assert loaded["sha256"] == info["sha256"]
     assert model.config == HVAEConfig.from_dict(info["config"])
@@ -63,9 +64,9 @@ def test_model_card_metrics_are_recorded(info: dict, evaluation: dict) -> None:
     probe = evaluation["probe"]
     assert 0 <= probe["accuracy"] <= 1 and probe["n_train"] > 0 and probe["n_test"] > 0
     assert set(probe["per_class"]) <= set(STANDARD_AMINO_ACIDS)
-    png = WEIGHTS_DIR / evaluation["loss_curve"]
+    png = CARD_DIR / evaluation["loss_curve"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    card = WEIGHTS_DIR / "README.md"
+    card = CARD_DIR / "README.md"
     assert card.is_file() and DEFAULT_WEIGHTS in card.read_text()
 
 
@@ -78,3 +79,11 @@ def test_recorded_slice_probe_is_reproduced(evaluation: dict) -> None:
     # Same seed and data: identical up to float rounding in BLAS across CPUs, which may flip a
     # borderline prediction or two out of ~950 test residues (0.2 % each).
     assert now["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)
+
+
+def test_list_weights_names_the_default(info: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOLOPROT_WEIGHTS_PATH", raising=False)
+    (default,) = [w for w in list_weights() if w.name == DEFAULT_WEIGHTS]
+    assert default.sha256 == info["sha256"] and len(default.sha256) == 64
+    assert default.latent_dim == info["config"]["latent_dim"] == 128
+    assert default.path == PACKAGE_WEIGHTS / DEFAULT_WEIGHTS

@@ -1,6 +1,6 @@
 """Model-card metrics of trained weights on the held-out test split of their training run.
 
-    python weights/evaluate.py --weights weights/hae-z128-bm5.safetensors \\
+    python weights/evaluate.py --weights holoprot/weights_data/hae-z128-bm5.safetensors \\
         --cache runs/cache-bm5-extra --split runs/hae-z128-bm5/split.csv \\
         --loss-curve runs/hae-z128-bm5/loss_curve.png --write
 
@@ -8,7 +8,8 @@ Prints the training summary and the metrics as Markdown (for weights/README.md).
 ``--write`` the metrics go into the weights JSON under ``metadata["evaluation"]`` (the JSON is
 re-written atomically; the .safetensors file is not touched, the JSON only holds its sha256) and
 ``--loss-curve`` (a PNG, copied, or a run's metrics.jsonl, plotted) becomes
-``<weights stem>-loss.png``. Without ``--write`` nothing is written.
+``weights/<weights name>-loss.png`` (beside this script and the model card). Without ``--write``
+nothing is written.
 
 Invariance is measured on ``--invariance-structures``, by default ``--n-invariance`` test-split
 structures drawn with the seed. See holoprot/evaluation.py for the definitions.
@@ -29,6 +30,9 @@ from holoprot.evaluation import evaluate_weights, read_split
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.training.trainer import plot_loss_curve
 from holoprot.weights import resolve_weights
+
+#: The model cards and loss curves live here; the weights files ship inside the package.
+MODEL_CARD_DIR = Path(__file__).resolve().parent
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,13 +125,13 @@ def metrics_markdown(ev: dict) -> str:
 
 
 def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> None:
-    """Store `evaluation` in ``<stem>.json`` (atomically) and the loss curve next to it."""
+    """Store `evaluation` in ``<stem>.json`` (atomically) and the loss curve beside the card."""
     sidecar = stem.with_suffix(".json")
     info = json.loads(sidecar.read_text())
     check_seal(info, sidecar)  # only a sealed, unedited JSON is updated (and sealed again)
     if sha256_file(stem.with_suffix(".safetensors")) != info["sha256"]:
         raise SystemExit(f"{stem}.safetensors does not match the sha256 in {sidecar}")
-    png = stem.with_name(f"{stem.name}-loss.png")
+    png = MODEL_CARD_DIR / f"{stem.name}-loss.png"
     if loss_curve is not None:
         if loss_curve.suffix == ".jsonl":
             plot_loss_curve(loss_curve, png)

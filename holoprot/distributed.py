@@ -1,0 +1,474 @@
+"""Embedding at cluster scale on Ray Data: `holoprot embed INPUTS -o OUT_DIR --engine ray`.
+
+One streamed Ray Data dataset:
+
+1. the input list (local paths, or URIs of any filesystem pyarrow understands, e.g. ``s3://``)
+   becomes a dataset of paths;
+2. CPU tasks parse and project `files_per_task` files each (`holoprot.pipeline.project_file`);
+   an input that fails becomes one row carrying its one-line reason;
+3. an actor pool runs the encoder, one model per actor, on a GPU when `gpus_per_worker` > 0;
+4. a datasink writes each write task's rows to one Parquet part file
+   ``OUT_DIR/part-<hash>.parquet`` (under a temporary name, then renamed) with the schema and the
+   file metadata of the single-machine `holoprot embed` output, and collects the failures.
+
+Block splitting is turned off for the run, so every block, and so every part file, holds whole
+inputs. `resume=True` therefore skips exactly the inputs found in the part files, and a task that
+Ray retries (say its worker was killed) sees the same inputs and rewrites the same part name:
+nothing is lost or duplicated. Ray is an optional dependency (``pip install holoprot[ray]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from holoprot.errors import HoloprotError
+from holoprot.pipeline import ProjectionSettings, project_file
+from holoprot.tables import IDENTITY_SCHEMA, vector_array, vector_field
+
+ERROR_COLUMN = "error"
+PART_PREFIX = "part-"
+_IDENTITY = IDENTITY_SCHEMA.names
+#: Host memory reserved per encoder actor: model plus a batch of 512 on CPU (the whole
+#: single-machine `holoprot embed` peaks at 0.8-0.9 GB, benchmarks/RESULTS.md). Besides sizing the
+#: pool, the reservation keeps Ray Data from fusing the CPU tasks into the actors (it fuses only
+#: operators with equal resource requests), so projection scales apart from the encoder.
+ENCODER_MEMORY = 1 << 30
+
+
+@dataclass
+class DatasetResult:
+    """What a distributed run did: rows and inputs written now, inputs skipped because `resume`
+    found them, the failed inputs as (source, one-line reason), and the part files written."""
+
+    rows: int = 0
+    inputs: int = 0
+    resumed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def is_uri(text: str) -> bool:
+    """Whether an input names a file through a URI scheme (``s3://…``, ``gs://…``, ``file://…``)."""
+    return "://" in text
+
+
+def expand_sources(items: Sequence[str | os.PathLike]) -> list[str]:
+    """Input items → structure files: local items as `holoprot.inputs.expand_inputs` (files,
+    folders, globs, @lists); a URI is a file, or a folder searched recursively for structure files.
+
+    Raises:
+        InputError: an item that names nothing.
+    """
+    from holoprot.errors import InputError
+    from holoprot.inputs import expand_inputs, is_structure_file
+
+    sources: list[str] = []
+    for item in map(str, items):
+        if not is_uri(item):
+            sources.extend(str(p) for p in expand_inputs([item]))
+            continue
+        try:
+            fs, path = pafs.FileSystem.from_uri(item)
+            info = fs.get_file_info(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(item, f"cannot open ({exc})") from None
+        scheme = item.split("://", 1)[0]
+        if info.type == pafs.FileType.File:
+            sources.append(item)
+        elif info.type == pafs.FileType.Directory:
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            files = sorted(f.path for f in found if f.is_file and is_structure_file(f.path))
+            if not files:
+                raise InputError(item, "directory holds no structure files")
+            sources.extend(f"{scheme}://{f}" for f in files)
+        else:
+            raise InputError(item, "no such file or directory")
+    return list(dict.fromkeys(sources))
+
+
+def projected_schema(dim: int) -> pa.Schema:
+    """Rows between the projection tasks and the encoder: identity, coefficients, error."""
+    return pa.schema(
+        [*IDENTITY_SCHEMA, vector_field("coefficients", dim), (ERROR_COLUMN, pa.string())]
+    )
+
+
+def _failure_row(source: str, message: str, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{"source_path": source, ERROR_COLUMN: message}], schema=schema)
+
+
+def _project_one(source: str, settings: ProjectionSettings, schema: pa.Schema) -> pa.Table:
+    if not is_uri(source):
+        item = project_file(source, settings)
+    else:  # fetch to a temporary file of the same name, so the structure id is the same
+        fs, path = pafs.FileSystem.from_uri(source)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            with fs.open_input_stream(path) as stream:
+                local.write_bytes(stream.read())
+            try:
+                item = project_file(local, settings)
+            except HoloprotError as exc:
+                raise HoloprotError(str(exc).replace(str(local), source)) from None
+        paths = pa.array([source] * item.identity.num_rows, pa.string())
+        item = type(item)(
+            source,
+            item.identity.set_column(1, "source_path", paths),
+            item.coefficients,
+            item.n_skipped,
+        )
+    n = item.identity.num_rows
+    return item.identity.append_column(
+        schema.field("coefficients"), [vector_array(item.coefficients)]
+    ).append_column(schema.field(ERROR_COLUMN), [pa.nulls(n, pa.string())])
+
+
+def project_batch(batch: pa.Table, settings: ProjectionSettings) -> pa.Table:
+    """Ray Data CPU task: parse and project each file of ``batch["path"]``; a failure is one row
+    with `source_path`, the reason in ``error`` and nulls elsewhere."""
+    import torch
+
+    torch.set_num_threads(1)
+    schema = projected_schema(settings.basis.dim)
+    tables = []
+    for source in batch.column("path").to_pylist():
+        try:
+            tables.append(_project_one(source, settings, schema))
+        except HoloprotError as exc:
+            tables.append(_failure_row(source, str(exc), schema))
+        except (OSError, pa.ArrowException) as exc:
+            tables.append(_failure_row(source, f"{source}: cannot read ({exc})", schema))
+        except MemoryError:
+            tables.append(
+                _failure_row(source, f"{source}: out of memory while processing it", schema)
+            )
+    return pa.concat_tables(tables)
+
+
+class Encoder:
+    """Ray Data actor: the H-(V)AE encoder, one model per actor, on the actor's GPU if it has one.
+
+    Args:
+        weights: weights name or path (a path must be readable on every node).
+        sha256: the weights' checksum as the driver saw it (checked, so every node uses the same).
+        frames: also output the 3x3 frame.
+        batch_size: neighbourhoods per encoder call.
+        device: ``cpu`` or ``cuda``.
+        threads: torch CPU threads.
+    """
+
+    def __init__(
+        self, weights: str, sha256: str, frames: bool, batch_size: int, device: str, threads: int
+    ) -> None:
+        import torch
+
+        from holoprot.embedding import Embedder
+
+        torch.set_num_threads(threads)
+        self.embedder = Embedder(weights, device, batch_size)
+        if self.embedder.weights_sha256 != sha256:
+            raise HoloprotError(f"weights {weights}: this node holds other weights ({sha256})")
+        self.frames = frames
+        schema = self.embedder.schema(frames)
+        self.schema = pa.schema([*schema, (ERROR_COLUMN, pa.string())])
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Projected rows (`projected_schema`) → identity, latent [, frame], error."""
+        ok = pc.is_null(batch.column(ERROR_COLUMN))
+        good, bad = batch.filter(ok), batch.filter(pc.invert(ok))
+        n = good.num_rows
+        coefficients = np.array(good.column("coefficients").combine_chunks().flatten())
+        emb = self.embedder.embed_coefficients(coefficients.reshape(n, self.embedder.basis.dim))
+        columns: dict[str, Any] = {name: good.column(name) for name in _IDENTITY}
+        columns["latent"] = vector_array(emb.latent)
+        if self.frames:
+            columns["frame"] = vector_array(emb.frame.reshape(n, 9))
+        columns[ERROR_COLUMN] = pa.nulls(n, pa.string())
+        encoded = pa.Table.from_pydict(columns, schema=self.schema)
+        failed = pa.Table.from_pydict(
+            {"source_path": bad.column("source_path"), ERROR_COLUMN: bad.column(ERROR_COLUMN)}
+        )
+        return pa.concat_tables([encoded, failed], promote_options="default").cast(self.schema)
+
+
+def _filesystem(out_dir: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(out_dir):
+        return pafs.FileSystem.from_uri(out_dir)
+    return pafs.LocalFileSystem(), str(Path(out_dir).resolve())
+
+
+def _part_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    return sorted(
+        i.path
+        for i in infos
+        if i.is_file and i.base_name.startswith(PART_PREFIX) and i.base_name.endswith(".parquet")
+    )
+
+
+def written_sources(out_dir: str, schema: pa.Schema) -> set[str]:
+    """Inputs whose rows are in the part files of `out_dir` (checked to match `schema`, metadata
+    included: a dataset of other weights or settings cannot be continued)."""
+    fs, root = _filesystem(out_dir)
+    done: set[str] = set()
+    for path in _part_files(fs, root):
+        try:
+            with fs.open_input_file(path) as f:
+                file = pq.ParquetFile(f)
+                existing = file.schema_arrow
+                sources = file.read(columns=["source_path"]).column(0).unique().to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            raise HoloprotError(f"{path}: cannot resume from it ({exc})") from exc
+        if existing.remove_metadata() != schema.remove_metadata():
+            raise HoloprotError(f"{path}: cannot resume, its columns differ from this run's")
+        if existing.metadata != schema.metadata:
+            raise HoloprotError(
+                f"{path}: cannot resume, it was made with other settings or weights"
+            )
+        done.update(sources)
+    return done
+
+
+def _datasink_class() -> type:
+    from ray.data import Datasink
+
+    class PartFileDatasink(Datasink):
+        """Writes each write task's good rows to one part file; returns the failures."""
+
+        def __init__(self, out_dir: str, schema: pa.Schema, rows_per_part: int) -> None:
+            self.out_dir = out_dir
+            self.schema = schema
+            self.rows_per_part = rows_per_part
+            self.result = DatasetResult()
+
+        @property
+        def min_rows_per_write(self) -> int:
+            """Ray Data gathers whole blocks up to this many rows into one write task."""
+            return self.rows_per_part
+
+        def on_write_start(self, schema: pa.Schema | None = None) -> None:
+            fs, root = _filesystem(self.out_dir)
+            fs.create_dir(root, recursive=True)
+
+        def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
+            from ray.data.block import BlockAccessor
+
+            tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+            table = pa.concat_tables([t for t in tables if t.num_rows])
+            failed = table.filter(pc.is_valid(table.column(ERROR_COLUMN)))
+            good = table.filter(pc.is_null(table.column(ERROR_COLUMN)))
+            sources = sorted(set(good.column("source_path").to_pylist()))
+            out = {
+                "rows": good.num_rows,
+                "inputs": len(sources),
+                "failures": list(
+                    zip(
+                        failed.column("source_path").to_pylist(),
+                        failed.column(ERROR_COLUMN).to_pylist(),
+                        strict=True,
+                    )
+                ),
+                "file": None,
+            }
+            if good.num_rows:
+                out["file"] = self._write_part(good, sources)
+            return out
+
+        def _write_part(self, good: pa.Table, sources: list[str]) -> str:
+            fs, root = _filesystem(self.out_dir)
+            digest = hashlib.sha256("\n".join(sources).encode()).hexdigest()[:24]
+            name = f"{root}/{PART_PREFIX}{digest}.parquet"
+            tmp = f"{root}/.{PART_PREFIX}{digest}.parquet.tmp-{os.getpid()}"
+            table = good.select(self.schema.names).cast(self.schema)
+            pq.write_table(table, tmp, filesystem=fs)
+            fs.move(tmp, name)
+            return name
+
+        def on_write_complete(self, write_result: Any) -> None:
+            for r in write_result.write_returns:
+                self.result.rows += r["rows"]
+                self.result.inputs += r["inputs"]
+                self.result.failures.extend(tuple(f) for f in r["failures"])
+                if r["file"]:
+                    self.result.files.append(r["file"])
+
+    return PartFileDatasink
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise HoloprotError(
+            "--engine ray needs Ray: pip install 'holoprot[ray]' (or 'ray[data]')"
+        ) from None
+    return ray
+
+
+def embed_dataset(
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    weights: str | os.PathLike = "default",
+    *,
+    frames: bool = False,
+    chains: Sequence[str] | None = None,
+    model: int | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    batch_size: int = 512,
+    files_per_task: int = 4,
+    rows_per_part: int = 65_536,
+    resume: bool = False,
+) -> DatasetResult:
+    """Embed every residue of `inputs` on a Ray cluster into a Parquet dataset in `out_dir`.
+
+    Args:
+        inputs: files, folders, globs, @lists, or URIs of files or folders.
+        out_dir: output folder (local, or a URI pyarrow can write to); must hold no part files
+            unless `resume`.
+        weights: name (looked up on each node) or path (must be readable on every node).
+        frames, chains, model: as for `holoprot.embed_table`.
+        address: Ray cluster to join (``auto``, ``ray://host:10001``); default: the running
+            Ray session, else a local one.
+        workers: encoder actors (fixed pool); default an autoscaling pool of 1 to one per GPU
+            (``gpus_per_worker`` each), or on CPU clusters one per CPU less one.
+        gpus_per_worker: GPUs per encoder actor; default 1 when the cluster has GPUs, else 0.
+        batch_size: neighbourhoods per encoder call.
+        files_per_task: input files per parse-and-project task.
+        rows_per_part: rows gathered (whole inputs, so a few more) into one part file before it
+            is written (65,536 rows of 128-d latents: about 40 MB).
+        resume: skip inputs already in `out_dir`.
+
+    Returns:
+        a `DatasetResult`; failed inputs are listed there and never stop the run.
+    """
+    from holoprot.embedding import Embedder
+
+    if min(batch_size, files_per_task, rows_per_part, workers or 1) < 1:
+        raise HoloprotError("batch size, files per task, rows per part and workers must be > 0")
+    ray = _ray()
+    sources = expand_sources(inputs)
+    embedder = Embedder(weights, "cpu", batch_size)
+    schema = embedder.schema(frames)
+    out_dir = str(out_dir)
+    fs, root = _filesystem(out_dir)
+    done: set[str] = set()
+    if resume:
+        done = written_sources(out_dir, schema)
+    elif _part_files(fs, root):
+        raise HoloprotError(f"{out_dir}: holds a dataset already (use --resume, or another folder)")
+    todo = [s for s in sources if s not in done]
+    result = DatasetResult(resumed=len(sources) - len(todo))
+    if not todo:
+        return result
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, logging_level="WARNING")
+    try:
+        written = _run(
+            ray,
+            todo,
+            out_dir,
+            embedder,
+            weights,
+            frames=frames,
+            chains=chains,
+            model=model,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            batch_size=batch_size,
+            files_per_task=files_per_task,
+            rows_per_part=rows_per_part,
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    written.resumed = result.resumed
+    return written
+
+
+def _run(
+    ray: Any,
+    todo: list[str],
+    out_dir: str,
+    embedder: Any,
+    weights: str | os.PathLike,
+    *,
+    frames: bool,
+    chains: Sequence[str] | None,
+    model: int | None,
+    workers: int | None,
+    gpus_per_worker: float | None,
+    batch_size: int,
+    files_per_task: int,
+    rows_per_part: int,
+) -> DatasetResult:
+    from ray.data import ActorPoolStrategy, DataContext
+
+    resources = ray.cluster_resources()
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    if workers is not None:
+        compute = ActorPoolStrategy(size=workers)
+    elif gpus_per_worker > 0:
+        most = max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+        compute = ActorPoolStrategy(min_size=1, max_size=most)
+    else:
+        compute = ActorPoolStrategy(min_size=1, max_size=max(1, int(resources["CPU"]) - 1))
+    text = str(weights)
+    if os.sep in text or Path(text).exists():  # a path: the same absolute path on every node
+        text = str(Path(text).resolve())
+    encoder_args = {
+        "weights": text,
+        "sha256": embedder.weights_sha256,
+        "frames": frames,
+        "batch_size": batch_size,
+        "device": "cuda" if gpus_per_worker > 0 else "cpu",
+        "threads": 1,
+    }
+    settings = embedder.settings(model, chains)
+    ctx = DataContext.get_current()
+    saved = ctx.target_max_block_size
+    ctx.target_max_block_size = None  # blocks hold whole inputs (see the module docstring)
+    try:
+        blocks = max(1, -(-len(todo) // files_per_task))
+        ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+        ds = ds.map_batches(
+            project_batch,
+            fn_kwargs={"settings": settings},
+            batch_size=files_per_task,
+            batch_format="pyarrow",
+            num_cpus=1,
+        )
+        ds = ds.map_batches(
+            Encoder,
+            fn_constructor_kwargs=encoder_args,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=compute,
+            num_cpus=1,
+            num_gpus=gpus_per_worker,
+            memory=ENCODER_MEMORY,
+        )
+        sink = _datasink_class()(out_dir, embedder.schema(frames), rows_per_part)
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
+    finally:
+        ctx.target_max_block_size = saved
+    return sink.result
+
+
+__all__ = ["DatasetResult", "Encoder", "embed_dataset", "expand_sources", "project_batch"]
