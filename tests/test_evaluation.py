@@ -1,4 +1,4 @@
-"""holoprot.evaluation: cosines, reconstruction, invariance and the residue-type probe.
+"""holoprot.evaluation: cosines, reconstruction, invariance, probes, labels and subsets.
 
 The model-dependent checks use a small randomly initialised model (as test_embed.py does); the
 shipped weights and their recorded metrics are tested in test_weights.py.
@@ -19,11 +19,19 @@ from holoprot.errors import HoloprotError
 from holoprot.evaluation import (
     STANDARD_AMINO_ACIDS,
     cosines,
+    encode_latents,
     input_invariants,
     latent_invariance,
+    match_states,
+    random_init_model,
+    read_group_sets,
     read_split,
     reconstruction_cosines,
+    reconstruction_rows,
     residue_type_probe,
+    sample_rows_by_file,
+    subset_masks,
+    summarise_reconstruction,
 )
 from holoprot.structure import read_structure
 from holoprot.zernike import ZernikeBasis
@@ -68,7 +76,7 @@ class _Scaled(torch.nn.Module):
     def forward(self, x: torch.Tensor, sample: bool) -> SimpleNamespace:
         assert sample is False
         xn = x / 0.5
-        return SimpleNamespace(x_normalised=xn, recon=self.factor * xn)
+        return SimpleNamespace(x_normalised=xn, recon=self.factor * xn, z_mean=xn[:, :2])
 
 
 def test_reconstruction_cosines_of_perfect_and_inverted_recon() -> None:
@@ -200,3 +208,90 @@ def test_input_invariants_are_rotation_invariant_and_complete_in_degree_two() ->
 def test_input_invariants_reject_a_layout_that_is_not_degree_blocks() -> None:
     with pytest.raises(ValueError, match="contiguous"):
         input_invariants(np.zeros((1, 4)), np.array([1, 0, 1, 1]))
+
+
+def test_reconstruction_rows_mse_and_r2_by_hand() -> None:
+    """recon = 0.5·x̂ (x̂ = x / 0.5): squared error 0.25·Σx̂² per degree; R² against a zero mean
+    is 1 − 0.25 = 0.75 in every degree; against the true mean it is computed directly."""
+    x = np.random.default_rng(3).normal(size=(6, len(LS))).astype(np.float32)
+    model = _Scaled(0.5).eval()
+    xn = x.astype(np.float64) / 0.5
+    rows = reconstruction_rows(model, x, LS, mean=np.zeros(len(LS)), batch=4)
+    s = summarise_reconstruction(rows, LS)
+    assert s["n"] == 6 and s["weighted_cosine_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert s["mse"] == pytest.approx(np.mean((0.5 * xn) ** 2), rel=1e-6)
+    assert s["r2"] == pytest.approx(0.75, abs=1e-6)
+    assert all(v == pytest.approx(0.75, abs=1e-6) for v in s["per_l_r2"].values())
+    l2 = LS == 2
+    assert s["per_l_mse"][2] == pytest.approx(np.mean((0.5 * xn[:, l2]) ** 2), rel=1e-6)
+    mean = xn.mean(0)
+    s = summarise_reconstruction(reconstruction_rows(model, x, LS, mean=mean), LS)
+    assert s["r2"] == pytest.approx(1 - ((0.5 * xn) ** 2).sum() / ((xn - mean) ** 2).sum())
+    np.testing.assert_array_equal(rows["latent"], xn[:, :2].astype(np.float32))
+
+
+def test_group_sets_old_and_new_files(tmp_path: Path) -> None:
+    old = tmp_path / "old.csv"
+    old.write_text("structure_id,group\n1BD2,1AKJ\n")
+    assert read_group_sets(old) is None
+    assert list(subset_masks(np.array(["a", "b"]), None)) == ["all"]
+    new = tmp_path / "new.csv"
+    new.write_text(
+        "structure_id,group,split,set\n1A2K_l_u,1A2K,test,bm5\n1BD2,1AKJ,test,extra\n"
+        "8ABC,8ABC,test,posebusters\n"
+    )
+    sets = read_group_sets(new)
+    masks = subset_masks(np.array(["1A2K_l_u", "8ABC", "1BD2", "9XYZ"]), sets)
+    assert masks["old_test_groups"].tolist() == [True, False, True, False]
+    assert masks["new_test_groups"].tolist() == [False, True, False, False]
+    assert masks["unlisted"].tolist() == [False, False, False, True]
+    assert masks["all"].all()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,group\n")
+    with pytest.raises(HoloprotError, match="structure_id"):
+        read_group_sets(bad)
+
+
+def test_sample_rows_by_file_takes_whole_files_deterministically() -> None:
+    files = np.repeat([f"f{i}" for i in range(10)], 100)
+    rows = np.arange(1000)[files != "f3"]
+    a = sample_rows_by_file(np.random.default_rng(5), rows, files, 250)
+    b = sample_rows_by_file(np.random.default_rng(5), rows, files, 250)
+    assert np.array_equal(a, b) and len(a) == 250 and np.all(np.diff(a) > 0)
+    assert set(a.tolist()) <= set(rows.tolist())
+    assert len(np.unique(files[a])) == 3  # 250 rows need 3 files of 100
+    assert np.array_equal(sample_rows_by_file(np.random.default_rng(0), rows, files, None), rows)
+
+
+def test_match_states_by_chain_number_and_insertion_code() -> None:
+    structure = SimpleNamespace(
+        chain=np.array(["A", "A", "A", "B", "B", "B", "A"], dtype=object),
+        seq_num=np.array([1, 2, 2, 1, 5, 5, 900]),
+        icode=np.array(["", "", "A", "", "", "", ""]),
+        is_amino_acid=np.array([True, True, True, True, True, True, False]),
+    )
+    states = np.array(["H", "E", "G", "T", "S", "B", "X"])
+    got = match_states(
+        structure,
+        states,
+        np.array(["A", "A", "A", "B", "B", "C", "A"], dtype=object),
+        np.array([2, 2, 1, 1, 5, 1, 900]),
+        np.array(["A", "", "", "", "", "", ""], dtype=object),
+    )
+    # B 5 is duplicated (never guessed), C 1 does not exist, A 900 is not an amino acid
+    assert got.tolist() == ["G", "E", "H", "T", "", "", ""]
+
+
+def test_random_init_model_is_seeded_and_leaves_the_global_rng_alone(weights: Path) -> None:
+    config = Embedder(weights, device="cpu").model.config
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    a = random_init_model(config, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+    b, c = random_init_model(config, seed=1), random_init_model(config, seed=2)
+    assert not a.training
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    x = np.random.default_rng(0).normal(scale=0.01, size=(5, len(LS))).astype(np.float32)
+    assert np.array_equal(encode_latents(a, x), encode_latents(b, x))
