@@ -492,6 +492,7 @@ def probe_table(
     masks: dict[str, np.ndarray],
     seed: int = 0,
     k: int = 10,
+    max_iter: int = 1000,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Logistic-regression probe and k-nearest-neighbour agreement of every feature set on every
@@ -524,7 +525,7 @@ def probe_table(
         for name, (x_train, x_test) in features.items():
             start = time.perf_counter()
             fit = logistic_probe(
-                x_train[train], y_train[train], x_test[test], y_test[test], seed=seed
+                x_train[train], y_train[train], x_test[test], y_test[test], seed, max_iter
             )
             knn = knn_agreement(x_train[train], y_train[train], x_test[test], y_test[test], k)
             entry["features"][name] = {
@@ -539,7 +540,10 @@ def probe_table(
                     str(a): float(fit["correct"][y == a].mean()) for a in np.unique(y)
                 }
             if log:
-                log(f"probe {task} on {name}: {time.perf_counter() - start:.1f} s")
+                log(
+                    f"probe {task} on {name}: {time.perf_counter() - start:.1f} s,"
+                    f" {fit['n_iter']} iterations"
+                )
         majority = majority_class(y_train[train], y_test[test])
         entry["features"]["majority_class"] = {
             "accuracy": _means(majority["correct"], sub),
@@ -581,6 +585,7 @@ def evaluate_weights(
     max_test: int | None = 20_000,
     max_probe_train: int | None = 50_000,
     k: int = 10,
+    max_iter: int = 1000,
     n_rotations: int = 3,
     include_invariants: bool = False,
     seed: int = 0,
@@ -597,7 +602,8 @@ def evaluate_weights(
     ``ss8`` (DSSP of the centre residue, :func:`secondary_structure_labels`; κ-helix P counts as
     coil) and ``residue_type`` (20 standard amino acids) on the feature sets ``latent``,
     ``latent_random_init`` (:func:`random_init_model` with `seed`), ``input_l0`` (the input's
-    l = 0 coefficients) and, with `include_invariants`, ``input_invariants``
+    l = 0 coefficients; lbfgs stops after `max_iter` iterations, ``converged`` says whether it
+    stopped earlier) and, with `include_invariants`, ``input_invariants``
     (:func:`input_invariants`). ``probe``: the residue-type probe on the latent in the older
     layout. ``invariance``: :func:`latent_invariance` on each of `structures_for_invariance`;
     ``slice``: :func:`slice_probe`. ``timings_s``: seconds per step.
@@ -668,7 +674,7 @@ def evaluate_weights(
         "ss8": (eight_state(ss8_train), eight_state(ss8_test)),
         "residue_type": (residue_type[train_rows], residue_type[test_rows]),
     }
-    probes = probe_table(features, labels, masks, seed=seed, k=k, log=log)
+    probes = probe_table(features, labels, masks, seed, k, max_iter, log)
     lap("probes")
 
     rt = probes["residue_type"]
@@ -691,7 +697,12 @@ def evaluate_weights(
         "sha256": embedder.weights_sha256,
         "split": "test",
         "seed": seed,
-        "limits": {"max_test": max_test, "max_probe_train": max_probe_train, "knn_k": k},
+        "limits": {
+            "max_test": max_test,
+            "max_probe_train": max_probe_train,
+            "knn_k": k,
+            "probe_max_iter": max_iter,
+        },
         "rows": {
             "test": int(len(test_rows)),
             "test_files": int(len(np.unique(sources[test_rows]))),

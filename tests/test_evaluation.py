@@ -6,6 +6,7 @@ shipped weights and their recorded metrics are tested in test_weights.py.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,15 +15,20 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from holoprot.dssp import three_state
 from holoprot.embedding import Embedder, Embedding
 from holoprot.errors import HoloprotError
 from holoprot.evaluation import (
+    SLICE_TEST,
+    SLICE_TRAIN,
     STANDARD_AMINO_ACIDS,
     cosines,
     encode_latents,
+    evaluate_weights,
     input_invariants,
     latent_invariance,
     match_states,
+    probe_table,
     random_init_model,
     read_group_sets,
     read_split,
@@ -30,10 +36,11 @@ from holoprot.evaluation import (
     reconstruction_rows,
     residue_type_probe,
     sample_rows_by_file,
+    secondary_structure_labels,
     subset_masks,
     summarise_reconstruction,
 )
-from holoprot.structure import read_structure
+from holoprot.structure import read_structure, structure_id
 from holoprot.zernike import ZernikeBasis
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -295,3 +302,111 @@ def test_random_init_model_is_seeded_and_leaves_the_global_rng_alone(weights: Pa
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
     x = np.random.default_rng(0).normal(scale=0.01, size=(5, len(LS))).astype(np.float32)
     assert np.array_equal(encode_latents(a, x), encode_latents(b, x))
+
+
+needs_mkdssp = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def slice_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A dataset cache of the public slice (SLICE_TRAIN → train, SLICE_TEST → test), its
+    split.csv and a groups file with a set column (1hvr in bm5, the other test files new)."""
+    from holoprot.pipeline import ProjectionSettings
+    from holoprot.training.dataset import build_dataset
+
+    root = tmp_path_factory.mktemp("slice-run")
+    paths = [str(REPO / p) for p in (*SLICE_TRAIN, *SLICE_TEST)]
+    data, failures = build_dataset(paths, root / "cache", ProjectionSettings(), workers=0)
+    assert not failures
+    split = root / "split.csv"
+    lines = ["source_path,structure_id,group,split"]
+    groups = ["structure_id,group,split,set"]
+    for p in paths:
+        sid = structure_id(p)
+        part = "train" if any(p.endswith(t) for t in SLICE_TRAIN) else "test"
+        lines.append(f"{p},{sid},{sid},{part}")
+        groups.append(f"{sid},{sid},{part},{'bm5' if sid in ('1hvr', '19hc') else 'dips'}")
+    split.write_text("\n".join(lines) + "\n")
+    (root / "groups.csv").write_text("\n".join(groups) + "\n")
+    return SimpleNamespace(cache=root / "cache", split=split, groups=root / "groups.csv", data=data)
+
+
+@needs_mkdssp
+def test_secondary_structure_probe_collapses_when_labels_and_rows_are_misaligned(
+    slice_run: SimpleNamespace,
+) -> None:
+    """DSSP labels matched to the cache rows: the input's l = 0 coefficients predict them well
+    above the majority class; the same labels shuffled against the rows fall to chance."""
+    data = slice_run.data
+    split = read_split(slice_run.split)
+    sources = data.index.column("source_path").to_numpy(zero_copy_only=False).astype(str)
+    train = np.flatnonzero([split[s] == "train" for s in sources])
+    test = np.flatnonzero([split[s] == "test" for s in sources])
+    ss_train, failed = secondary_structure_labels(data.index, train)
+    ss_test, failed_test = secondary_structure_labels(data.index, test)
+    assert not failed and not failed_test
+    assert np.mean(ss_train != "") > 0.97 and np.mean(ss_test != "") > 0.97
+    x = data.rows(np.arange(len(data)))[:, LS == 0]
+    masks = {"all": np.ones(len(test), dtype=bool)}
+
+    def accuracy(y_train: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
+        t = probe_table({"l0": (x[train], x[test])}, {"ss3": (y_train, y_test)}, masks)["ss3"]
+        return t["features"]["l0"]["accuracy"]["all"], t["features"]["majority_class"]["accuracy"][
+            "all"
+        ]
+
+    aligned, majority = accuracy(three_state(ss_train), three_state(ss_test))
+    rng = np.random.default_rng(0)
+    shuffled, _ = accuracy(rng.permutation(three_state(ss_train)), three_state(ss_test))
+    assert aligned > majority + 0.15
+    assert shuffled < majority + 0.05
+    assert aligned - shuffled > 0.15
+
+
+@needs_mkdssp
+def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
+    slice_run: SimpleNamespace, weights: Path
+) -> None:
+    def run() -> dict:
+        ev = evaluate_weights(
+            weights,
+            slice_run.cache,
+            slice_run.split,
+            [EXAMPLES / "1hvr.pdb"],
+            groups_csv=slice_run.groups,
+            max_test=700,
+            max_probe_train=800,
+            n_rotations=1,
+            seed=3,
+        )
+        return {k: v for k, v in ev.items() if k not in ("timings_s", "wall_time_s")}
+
+    ev = run()
+    assert ev["rows"]["test"] == 700 and ev["rows"]["probe_train"] == 800
+    subsets = ev["rows"]["subsets"]
+    assert subsets["all"] == 700 == subsets["old_test_groups"] + subsets["new_test_groups"]
+    assert subsets["old_test_groups"] > 0 and subsets["new_test_groups"] > 0
+    rec = ev["reconstruction"]
+    assert set(rec["subsets"]) == {"old_test_groups", "new_test_groups"}
+    assert rec["weighted_cosine_loss"] == pytest.approx(1 - rec["weighted"])
+    assert sorted(rec["per_l_r2"]) == list(range(7)) and rec["r2"] < 1
+    assert set(ev["probes"]) == {"ss3", "ss8", "residue_type"}
+    for task in ev["probes"].values():
+        assert set(task["features"]) == {
+            "latent",
+            "latent_random_init",
+            "input_l0",
+            "majority_class",
+        }
+        for f in task["features"].values():
+            assert set(f["accuracy"]) == {"all", "old_test_groups", "new_test_groups"}
+            assert all(0 <= v <= 1 for v in (*f["accuracy"].values(), *f["knn"].values()))
+    assert set(ev["probes"]["ss3"]["classes"]) == {"H", "E", "C"}
+    assert (
+        ev["probe"]["accuracy"]
+        == ev["probes"]["residue_type"]["features"]["latent"]["accuracy"]["all"]
+    )
+    assert ev["dssp"]["program"].startswith("mkdssp") and not ev["dssp"]["failed_files"]
+    assert ev["invariance"]["max"] < 1e-4
+    assert run() == ev

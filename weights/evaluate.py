@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-test", type=int, default=20_000, help="test residues for cosines")
     p.add_argument("--max-probe-train", type=int, default=50_000, help="train residues")
     p.add_argument("--knn", type=int, default=10, help="neighbours of the k-NN check")
+    p.add_argument("--probe-max-iter", type=int, default=1000, help="lbfgs iterations at most")
     p.add_argument(
         "--invariants",
         action="store_true",
@@ -252,6 +253,7 @@ def main() -> None:
         max_test=args.max_test,
         max_probe_train=args.max_probe_train,
         k=args.knn,
+        max_iter=args.probe_max_iter,
         n_rotations=args.rotations,
         include_invariants=args.invariants,
         seed=args.seed,
