@@ -6,9 +6,10 @@ shipped weights and their recorded metrics are tested in test_weights.py.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -366,7 +367,7 @@ def test_secondary_structure_probe_collapses_when_labels_and_rows_are_misaligned
 
 @needs_mkdssp
 def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
-    slice_run: SimpleNamespace, weights: Path
+    slice_run: SimpleNamespace, weights: Path, tmp_path: Path
 ) -> None:
     def run() -> dict:
         ev = evaluate_weights(
@@ -380,9 +381,10 @@ def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
             n_rotations=1,
             seed=3,
         )
-        return {k: v for k, v in ev.items() if k not in ("timings_s", "wall_time_s")}
+        return ev
 
-    ev = run()
+    full = run()
+    ev = {k: v for k, v in full.items() if k not in ("timings_s", "wall_time_s")}
     assert ev["rows"]["test"] == 700 and ev["rows"]["probe_train"] == 800
     subsets = ev["rows"]["subsets"]
     assert subsets["all"] == 700 == subsets["old_test_groups"] + subsets["new_test_groups"]
@@ -409,4 +411,26 @@ def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
     )
     assert ev["dssp"]["program"].startswith("mkdssp") and not ev["dssp"]["failed_files"]
     assert ev["invariance"]["max"] < 1e-4
-    assert run() == ev
+    again = run()
+    assert {k: v for k, v in again.items() if k not in ("timings_s", "wall_time_s")} == ev
+    script = _evaluate_script()
+    markdown = script.metrics_markdown(full)
+    assert "| latent of these weights |" in markdown and "old test groups" in markdown
+    card = tmp_path / "README.md"
+    card.write_text(f"intro\n{script.BEGIN}\nold numbers\n{script.END}\noutro\n")
+    assert script.replace_card_section(card, markdown)
+    text = card.read_text()
+    assert (
+        "old numbers" not in text and markdown in text and text.endswith(f"{script.END}\noutro\n")
+    )
+    card.write_text("no markers\n")
+    assert not script.replace_card_section(card, markdown)
+
+
+def _evaluate_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", REPO / "weights" / "evaluate.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -78,3 +78,20 @@ def test_recorded_slice_probe_is_reproduced(evaluation: dict) -> None:
     # Same seed and data: identical up to float rounding in BLAS across CPUs, which may flip a
     # borderline prediction or two out of ~950 test residues (0.2 % each).
     assert now["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)
+
+
+def test_recorded_probes_and_baselines(evaluation: dict) -> None:
+    """The figures of the current weights/evaluate.py: reconstruction per subset, the probes
+    (secondary structure 3/8 states, residue type) with their baselines."""
+    if "probes" not in evaluation:
+        pytest.skip("recorded by an older weights/evaluate.py: re-run it with --write")
+    rec = evaluation["reconstruction"]
+    assert 0 <= rec["weighted_cosine_loss"] <= 2 and rec["mse"] > 0 and rec["r2"] <= 1
+    assert sorted(rec["per_l_r2"], key=int) == [str(l) for l in range(7)]
+    assert evaluation["dssp"]["program"].startswith("mkdssp version 4")
+    assert evaluation["rows"]["probe_train"] >= 50_000
+    for task in ("ss3", "ss8", "residue_type"):
+        features = evaluation["probes"][task]["features"]
+        assert {"latent", "latent_random_init", "input_l0", "majority_class"} <= set(features)
+        for f in features.values():
+            assert 0 <= f["accuracy"]["all"] <= 1 and 0 <= f["knn"]["all"] <= 1
