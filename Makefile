@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # e.g. `make run TORCH=torch` (any torch >= 2.2 works).
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install lint clean
+.PHONY: run test install lint clean dssp
 
 $(BIN)/holoprot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ run: $(BIN)/holoprot
 	$(BIN)/holoprot embed examples/ -o out/examples.parquet --frames
 	$(BIN)/python -c "import pandas as pd; df = pd.read_parquet('out/examples.parquet'); print(df.drop(columns=['latent', 'frame']).groupby('structure_id').size().rename('residues').to_string())"
 
-test: $(BIN)/holoprot
+test: $(BIN)/holoprot dssp
 	$(BIN)/python -m pytest -q
+
+# DSSP 4 (mkdssp) for the secondary-structure labels of weights/evaluate.py: Debian's dssp package
+# (no PyPI package ships DSSP 4). Where apt-get cannot run, the DSSP tests are skipped.
+dssp:
+	@command -v mkdssp >/dev/null || (apt-get update -qq && apt-get install -y -qq dssp >/dev/null) \
+		|| echo "mkdssp not installed: DSSP tests will be skipped (apt-get install dssp)"
 
 lint: $(BIN)/holoprot
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

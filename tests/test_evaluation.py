@@ -1,4 +1,4 @@
-"""holoprot.evaluation: cosines, reconstruction, invariance and the residue-type probe.
+"""holoprot.evaluation: cosines, reconstruction, invariance, probes, labels and subsets.
 
 The model-dependent checks use a small randomly initialised model (as test_embed.py does); the
 shipped weights and their recorded metrics are tested in test_weights.py.
@@ -6,26 +6,42 @@ shipped weights and their recorded metrics are tested in test_weights.py.
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from holoprot.dssp import three_state
 from holoprot.embedding import Embedder, Embedding
 from holoprot.errors import HoloprotError
 from holoprot.evaluation import (
+    SLICE_TEST,
+    SLICE_TRAIN,
     STANDARD_AMINO_ACIDS,
     cosines,
+    encode_latents,
+    evaluate_weights,
     input_invariants,
     latent_invariance,
+    match_states,
+    probe_table,
+    random_init_model,
+    read_group_sets,
     read_split,
     reconstruction_cosines,
+    reconstruction_rows,
     residue_type_probe,
+    sample_rows_by_file,
+    secondary_structure_labels,
+    subset_masks,
+    summarise_reconstruction,
 )
-from holoprot.structure import read_structure
+from holoprot.structure import read_structure, structure_id
 from holoprot.zernike import ZernikeBasis
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -68,7 +84,7 @@ class _Scaled(torch.nn.Module):
     def forward(self, x: torch.Tensor, sample: bool) -> SimpleNamespace:
         assert sample is False
         xn = x / 0.5
-        return SimpleNamespace(x_normalised=xn, recon=self.factor * xn)
+        return SimpleNamespace(x_normalised=xn, recon=self.factor * xn, z_mean=xn[:, :2])
 
 
 def test_reconstruction_cosines_of_perfect_and_inverted_recon() -> None:
@@ -200,3 +216,221 @@ def test_input_invariants_are_rotation_invariant_and_complete_in_degree_two() ->
 def test_input_invariants_reject_a_layout_that_is_not_degree_blocks() -> None:
     with pytest.raises(ValueError, match="contiguous"):
         input_invariants(np.zeros((1, 4)), np.array([1, 0, 1, 1]))
+
+
+def test_reconstruction_rows_mse_and_r2_by_hand() -> None:
+    """recon = 0.5·x̂ (x̂ = x / 0.5): squared error 0.25·Σx̂² per degree; R² against a zero mean
+    is 1 − 0.25 = 0.75 in every degree; against the true mean it is computed directly."""
+    x = np.random.default_rng(3).normal(size=(6, len(LS))).astype(np.float32)
+    model = _Scaled(0.5).eval()
+    xn = x.astype(np.float64) / 0.5
+    rows = reconstruction_rows(model, x, LS, mean=np.zeros(len(LS)), batch=4)
+    s = summarise_reconstruction(rows, LS)
+    assert s["n"] == 6 and s["weighted_cosine_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert s["mse"] == pytest.approx(np.mean((0.5 * xn) ** 2), rel=1e-6)
+    assert s["r2"] == pytest.approx(0.75, abs=1e-6)
+    assert all(v == pytest.approx(0.75, abs=1e-6) for v in s["per_l_r2"].values())
+    l2 = LS == 2
+    assert s["per_l_mse"][2] == pytest.approx(np.mean((0.5 * xn[:, l2]) ** 2), rel=1e-6)
+    mean = xn.mean(0)
+    s = summarise_reconstruction(reconstruction_rows(model, x, LS, mean=mean), LS)
+    assert s["r2"] == pytest.approx(1 - ((0.5 * xn) ** 2).sum() / ((xn - mean) ** 2).sum())
+    np.testing.assert_array_equal(rows["latent"], xn[:, :2].astype(np.float32))
+
+
+def test_group_sets_old_and_new_files(tmp_path: Path) -> None:
+    old = tmp_path / "old.csv"
+    old.write_text("structure_id,group\n1BD2,1AKJ\n")
+    assert read_group_sets(old) is None
+    assert list(subset_masks(np.array(["a", "b"]), None)) == ["all"]
+    new = tmp_path / "new.csv"
+    new.write_text(
+        "structure_id,group,split,set\n1A2K_l_u,1A2K,test,bm5\n1BD2,1AKJ,test,extra\n"
+        "8ABC,8ABC,test,posebusters\n"
+    )
+    sets = read_group_sets(new)
+    masks = subset_masks(np.array(["1A2K_l_u", "8ABC", "1BD2", "9XYZ"]), sets)
+    assert masks["old_test_groups"].tolist() == [True, False, True, False]
+    assert masks["new_test_groups"].tolist() == [False, True, False, False]
+    assert masks["unlisted"].tolist() == [False, False, False, True]
+    assert masks["all"].all()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,group\n")
+    with pytest.raises(HoloprotError, match="structure_id"):
+        read_group_sets(bad)
+
+
+def test_sample_rows_by_file_takes_whole_files_deterministically() -> None:
+    files = np.repeat([f"f{i}" for i in range(10)], 100)
+    rows = np.arange(1000)[files != "f3"]
+    a = sample_rows_by_file(np.random.default_rng(5), rows, files, 250)
+    b = sample_rows_by_file(np.random.default_rng(5), rows, files, 250)
+    assert np.array_equal(a, b) and len(a) == 250 and np.all(np.diff(a) > 0)
+    assert set(a.tolist()) <= set(rows.tolist())
+    assert len(np.unique(files[a])) == 3  # 250 rows need 3 files of 100
+    assert np.array_equal(sample_rows_by_file(np.random.default_rng(0), rows, files, None), rows)
+
+
+def test_match_states_by_chain_number_and_insertion_code() -> None:
+    structure = SimpleNamespace(
+        chain=np.array(["A", "A", "A", "B", "B", "B", "A"], dtype=object),
+        seq_num=np.array([1, 2, 2, 1, 5, 5, 900]),
+        icode=np.array(["", "", "A", "", "", "", ""]),
+        is_amino_acid=np.array([True, True, True, True, True, True, False]),
+    )
+    states = np.array(["H", "E", "G", "T", "S", "B", "X"])
+    got = match_states(
+        structure,
+        states,
+        np.array(["A", "A", "A", "B", "B", "C", "A"], dtype=object),
+        np.array([2, 2, 1, 1, 5, 1, 900]),
+        np.array(["A", "", "", "", "", "", ""], dtype=object),
+    )
+    # B 5 is duplicated (never guessed), C 1 does not exist, A 900 is not an amino acid
+    assert got.tolist() == ["G", "E", "H", "T", "", "", ""]
+
+
+def test_random_init_model_is_seeded_and_leaves_the_global_rng_alone(weights: Path) -> None:
+    config = Embedder(weights, device="cpu").model.config
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    a = random_init_model(config, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+    b, c = random_init_model(config, seed=1), random_init_model(config, seed=2)
+    assert not a.training
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    x = np.random.default_rng(0).normal(scale=0.01, size=(5, len(LS))).astype(np.float32)
+    assert np.array_equal(encode_latents(a, x), encode_latents(b, x))
+
+
+needs_mkdssp = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def slice_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A dataset cache of the public slice (SLICE_TRAIN → train, SLICE_TEST → test), its
+    split.csv and a groups file with a set column (1hvr in bm5, the other test files new)."""
+    from holoprot.pipeline import ProjectionSettings
+    from holoprot.training.dataset import build_dataset
+
+    root = tmp_path_factory.mktemp("slice-run")
+    paths = [str(REPO / p) for p in (*SLICE_TRAIN, *SLICE_TEST)]
+    data, failures = build_dataset(paths, root / "cache", ProjectionSettings(), workers=0)
+    assert not failures
+    split = root / "split.csv"
+    lines = ["source_path,structure_id,group,split"]
+    groups = ["structure_id,group,split,set"]
+    for p in paths:
+        sid = structure_id(p)
+        part = "train" if any(p.endswith(t) for t in SLICE_TRAIN) else "test"
+        lines.append(f"{p},{sid},{sid},{part}")
+        groups.append(f"{sid},{sid},{part},{'bm5' if sid in ('1hvr', '19hc') else 'dips'}")
+    split.write_text("\n".join(lines) + "\n")
+    (root / "groups.csv").write_text("\n".join(groups) + "\n")
+    return SimpleNamespace(cache=root / "cache", split=split, groups=root / "groups.csv", data=data)
+
+
+@needs_mkdssp
+def test_secondary_structure_probe_collapses_when_labels_and_rows_are_misaligned(
+    slice_run: SimpleNamespace,
+) -> None:
+    """DSSP labels matched to the cache rows: the input's l = 0 coefficients predict them well
+    above the majority class; the same labels shuffled against the rows fall to chance."""
+    data = slice_run.data
+    split = read_split(slice_run.split)
+    sources = data.index.column("source_path").to_numpy(zero_copy_only=False).astype(str)
+    train = np.flatnonzero([split[s] == "train" for s in sources])
+    test = np.flatnonzero([split[s] == "test" for s in sources])
+    ss_train, failed = secondary_structure_labels(data.index, train)
+    ss_test, failed_test = secondary_structure_labels(data.index, test)
+    assert not failed and not failed_test
+    assert np.mean(ss_train != "") > 0.97 and np.mean(ss_test != "") > 0.97
+    x = data.rows(np.arange(len(data)))[:, LS == 0]
+    masks = {"all": np.ones(len(test), dtype=bool)}
+
+    def accuracy(y_train: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
+        t = probe_table({"l0": (x[train], x[test])}, {"ss3": (y_train, y_test)}, masks)["ss3"]
+        return t["features"]["l0"]["accuracy"]["all"], t["features"]["majority_class"]["accuracy"][
+            "all"
+        ]
+
+    aligned, majority = accuracy(three_state(ss_train), three_state(ss_test))
+    rng = np.random.default_rng(0)
+    shuffled, _ = accuracy(rng.permutation(three_state(ss_train)), three_state(ss_test))
+    assert aligned > majority + 0.15
+    assert shuffled < majority + 0.05
+    assert aligned - shuffled > 0.15
+
+
+@needs_mkdssp
+def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
+    slice_run: SimpleNamespace, weights: Path, tmp_path: Path
+) -> None:
+    def run() -> dict:
+        ev = evaluate_weights(
+            weights,
+            slice_run.cache,
+            slice_run.split,
+            [EXAMPLES / "1hvr.pdb"],
+            groups_csv=slice_run.groups,
+            max_test=700,
+            max_probe_train=800,
+            n_rotations=1,
+            seed=3,
+        )
+        return ev
+
+    full = run()
+    ev = {k: v for k, v in full.items() if k not in ("timings_s", "wall_time_s")}
+    assert ev["rows"]["test"] == 700 and ev["rows"]["probe_train"] == 800
+    subsets = ev["rows"]["subsets"]
+    assert subsets["all"] == 700 == subsets["old_test_groups"] + subsets["new_test_groups"]
+    assert subsets["old_test_groups"] > 0 and subsets["new_test_groups"] > 0
+    rec = ev["reconstruction"]
+    assert set(rec["subsets"]) == {"old_test_groups", "new_test_groups"}
+    assert rec["weighted_cosine_loss"] == pytest.approx(1 - rec["weighted"])
+    assert sorted(rec["per_l_r2"]) == list(range(7)) and rec["r2"] < 1
+    assert set(ev["probes"]) == {"ss3", "ss8", "residue_type"}
+    for task in ev["probes"].values():
+        assert set(task["features"]) == {
+            "latent",
+            "latent_random_init",
+            "input_l0",
+            "majority_class",
+        }
+        for f in task["features"].values():
+            assert set(f["accuracy"]) == {"all", "old_test_groups", "new_test_groups"}
+            assert all(0 <= v <= 1 for v in (*f["accuracy"].values(), *f["knn"].values()))
+    assert set(ev["probes"]["ss3"]["classes"]) == {"H", "E", "C"}
+    assert (
+        ev["probe"]["accuracy"]
+        == ev["probes"]["residue_type"]["features"]["latent"]["accuracy"]["all"]
+    )
+    assert ev["dssp"]["program"].startswith("mkdssp") and not ev["dssp"]["failed_files"]
+    assert ev["invariance"]["max"] < 1e-4
+    again = run()
+    assert {k: v for k, v in again.items() if k not in ("timings_s", "wall_time_s")} == ev
+    script = _evaluate_script()
+    markdown = script.metrics_markdown(full)
+    assert "| latent of these weights |" in markdown and "old test groups" in markdown
+    card = tmp_path / "README.md"
+    card.write_text(f"intro\n{script.BEGIN}\nold numbers\n{script.END}\noutro\n")
+    assert script.replace_card_section(card, markdown)
+    text = card.read_text()
+    assert (
+        "old numbers" not in text and markdown in text and text.endswith(f"{script.END}\noutro\n")
+    )
+    card.write_text("no markers\n")
+    assert not script.replace_card_section(card, markdown)
+
+
+def _evaluate_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", REPO / "weights" / "evaluate.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -87,3 +87,20 @@ def test_list_weights_names_the_default(info: dict, monkeypatch: pytest.MonkeyPa
     assert default.sha256 == info["sha256"] and len(default.sha256) == 64
     assert default.latent_dim == info["config"]["latent_dim"] == 128
     assert default.path == PACKAGE_WEIGHTS / DEFAULT_WEIGHTS
+
+
+def test_recorded_probes_and_baselines(evaluation: dict) -> None:
+    """The figures of the current weights/evaluate.py: reconstruction per subset, the probes
+    (secondary structure 3/8 states, residue type) with their baselines."""
+    if "probes" not in evaluation:
+        pytest.skip("recorded by an older weights/evaluate.py: re-run it with --write")
+    rec = evaluation["reconstruction"]
+    assert 0 <= rec["weighted_cosine_loss"] <= 2 and rec["mse"] > 0 and rec["r2"] <= 1
+    assert sorted(rec["per_l_r2"], key=int) == [str(l) for l in range(7)]
+    assert evaluation["dssp"]["program"].startswith("mkdssp version 4")
+    assert evaluation["rows"]["probe_train"] >= 50_000
+    for task in ("ss3", "ss8", "residue_type"):
+        features = evaluation["probes"][task]["features"]
+        assert {"latent", "latent_random_init", "input_l0", "majority_class"} <= set(features)
+        for f in features.values():
+            assert 0 <= f["accuracy"]["all"] <= 1 and 0 <= f["knn"]["all"] <= 1

@@ -1,18 +1,22 @@
 """Model-card metrics of trained weights on the held-out test split of their training run.
 
     python weights/evaluate.py --weights holoprot/weights_data/hae-z128-bm5.safetensors \\
-        --cache runs/cache-bm5-extra --split runs/hae-z128-bm5/split.csv \\
-        --loss-curve runs/hae-z128-bm5/loss_curve.png --write
+        --cache runs/cache-all --split runs/RUN/split.csv --groups weights/training-groups.csv \\
+        --loss-curve runs/RUN/metrics.jsonl --write
 
-Prints the training summary and the metrics as Markdown (for weights/README.md). With
-``--write`` the metrics go into the weights JSON under ``metadata["evaluation"]`` (the JSON is
-re-written atomically; the .safetensors file is not touched, the JSON only holds its sha256) and
-``--loss-curve`` (a PNG, copied, or a run's metrics.jsonl, plotted) becomes
-``weights/<weights name>-loss.png`` (beside this script and the model card). Without ``--write``
-nothing is written.
+Prints the training summary and the metrics as Markdown (the model card's generated section),
+with timings on stderr. With ``--write`` the metrics go into the weights JSON under
+``metadata["evaluation"]`` (the JSON is re-written atomically; the .safetensors file is not
+touched, the JSON only holds its sha256), the Markdown replaces the section between
+``<!-- evaluate.py: begin -->`` and ``<!-- evaluate.py: end -->`` of the model card
+(``weights/README.md``, beside this script) when it has these markers, and ``--loss-curve`` (a
+PNG, copied, or a run's metrics.jsonl, plotted) becomes ``weights/<weights name>-loss.png``. Without
+``--write`` nothing is written.
 
-Invariance is measured on ``--invariance-structures``, by default ``--n-invariance`` test-split
-structures drawn with the seed. See holoprot/evaluation.py for the definitions.
+Secondary structure comes from DSSP (``mkdssp``, ``make dssp``). ``--groups`` with a ``set``
+column splits the test figures into the groups held out for the first weights (sets bm5, extra)
+and the new held-out groups. Invariance is measured on ``--invariance-structures``, by default
+``--n-invariance`` test-split structures drawn with the seed. Definitions: holoprot/evaluation.py.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +45,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--weights", required=True, help="weights name or .safetensors path")
     p.add_argument("--cache", required=True, help="dataset cache folder of the training run")
     p.add_argument("--split", required=True, help="split.csv of the training run")
+    p.add_argument(
+        "--groups", default=None, help="groups file (structure_id,group[,split,set]) of the run"
+    )
     p.add_argument("--invariance-structures", nargs="+", default=None, metavar="FILE")
     p.add_argument("--n-invariance", type=int, default=2, help="test structures (default 2)")
     p.add_argument("--rotations", type=int, default=3, help="rotations per structure")
     p.add_argument("--max-test", type=int, default=20_000, help="test residues for cosines")
-    p.add_argument("--max-probe-train", type=int, default=30_000)
-    p.add_argument("--max-probe-test", type=int, default=10_000)
+    p.add_argument("--max-probe-train", type=int, default=50_000, help="train residues")
+    p.add_argument("--knn", type=int, default=10, help="neighbours of the k-NN check")
+    p.add_argument("--probe-max-iter", type=int, default=1000, help="lbfgs iterations at most")
+    p.add_argument(
+        "--invariants",
+        action="store_true",
+        help="also probe the input's 4,072 rotation invariants (slow)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -87,41 +101,121 @@ def training_markdown(meta: dict) -> str:
     return "\n".join(["| training | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
+SUBSET_TITLES = {
+    "all": "all test residues",
+    "old_test_groups": "old test groups (sets bm5, extra)",
+    "new_test_groups": "new held-out groups (other sets)",
+    "unlisted": "test structures not in the groups file",
+}
+FEATURE_TITLES = {
+    "latent": "latent of these weights",
+    "latent_random_init": "latent of a randomly initialised model (same architecture)",
+    "input_l0": "input: the 44 l = 0 coefficients",
+    "input_invariants": "input: 4,072 rotation invariants",
+    "majority_class": "majority class (k-NN: chance)",
+}
+TASKS = (("ss3", "secondary structure, 3 states"), ("ss8", "8 states"), ("residue_type", "type"))
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def metrics_markdown(ev: dict) -> str:
-    rec, inv, probe, sl = ev["reconstruction"], ev["invariance"], ev["probe"], ev["slice"]
-    per_l = rec["per_l"]
+    rec, inv, sl, probes = ev["reconstruction"], ev["invariance"], ev["slice"], ev["probes"]
+    rows = ev["rows"]
+    subsets = list(rows["subsets"])
     lines = [
-        f"Test split, seed {ev['seed']}, {ev['device']}, {ev['cpu_threads']} thread(s),"
-        f" {ev['wall_time_s']} s.",
+        f"Test split, seed {ev['seed']}: {rows['test']:,} test residues of {rows['test_files']}"
+        " files ("
+        + ", ".join(f"{SUBSET_TITLES.get(k, k)} {v:,}" for k, v in rows["subsets"].items())
+        + f"); probes trained on {rows['probe_train']:,} train residues of"
+        f" {rows['probe_train_files']} files. DSSP: {ev['dssp']['program']}"
+        f" ({len(ev['dssp']['failed_files'])} file(s) failed). {ev['device']},"
+        f" {ev['cpu_threads']} thread(s), {ev['wall_time_s']} s"
+        f" ({', '.join(f'{k} {v} s' for k, v in ev['timings_s'].items())}).",
         "",
-        "| metric | value |",
+        "| reconstruction | residues | cosine loss (√(2l+1)-weighted) | cosine, plain"
+        " | MSE (normalised units) | R² |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in subsets:
+        r = rec if name == "all" else rec["subsets"].get(name)
+        if r is not None:
+            lines.append(
+                f"| {SUBSET_TITLES.get(name, name)} | {r['n']:,} | {r['weighted_cosine_loss']:.4f}"
+                f" | {r['overall']:.4f} | {r['mse']:.3e} | {r['r2']:.4f} |"
+            )
+    degrees = list(rec["per_l"])
+    lines += [
+        "",
+        "| all test residues, l | " + " | ".join(str(l) for l in degrees) + " |",
+        "|---|" + "---|" * len(degrees),
+        "| cosine loss | " + " | ".join(f"{1 - v:.4f}" for v in rec["per_l"].values()) + " |",
+        "| MSE | " + " | ".join(f"{v:.2e}" for v in rec["per_l_mse"].values()) + " |",
+        "| R² | " + " | ".join(f"{v:.4f}" for v in rec["per_l_r2"].values()) + " |",
+    ]
+    for name in subsets:
+        counts = ", ".join(
+            f"{label.split(',')[0]} {probes[task]['n_test'][name]:,}"
+            f" (+{probes[task]['unlabelled_test'][name]} unlabelled)"
+            for task, label in TASKS[::2]
+        )
+        lines += [
+            "",
+            f"Probes, {SUBSET_TITLES.get(name, name)} ({counts}); logistic regression accuracy"
+            f" / fraction of the {ev['limits']['knn_k']} nearest train neighbours with the same"
+            " label:",
+            "",
+            "| features | " + " | ".join(label for _, label in TASKS) + " | secondary structure"
+            f" (3), {ev['limits']['knn_k']}-NN | type, {ev['limits']['knn_k']}-NN |",
+            "|---|---|---|---|---|---|",
+        ]
+        for feature in probes["ss3"]["features"]:
+            cells = [_f(probes[t]["features"][feature]["accuracy"][name]) for t, _ in TASKS]
+            cells += [
+                _f(probes[t]["features"][feature]["knn"][name]) for t in ("ss3", "residue_type")
+            ]
+            lines.append(f"| {FEATURE_TITLES.get(feature, feature)} | " + " | ".join(cells) + " |")
+    per_class = sorted(probes["residue_type"]["per_class"].items(), key=lambda kv: -kv[1])
+    lines += [
+        "",
+        "| other metrics | value |",
         "|---|---|",
-        f"| reconstruction cosine, plain (n = {rec['n']}) | {rec['overall']:.4f} |",
-        f"| reconstruction cosine, √(2l+1)-weighted | {rec['weighted']:.4f} |",
-        f"| latent invariance, max ‖z_R − z‖/‖z‖ ({inv['dtype']}) | {inv['max']:.2e} |",
-        f"| latent invariance, mean | {inv['mean']:.2e} |",
-        f"| frame error, max abs | {inv['frame_error_max']:.2e} |",
-        f"| residue-type probe accuracy (train {probe['n_train']}, test {probe['n_test']})"
-        f" | {probe['accuracy']:.4f} |",
-        f"| probe majority baseline | {probe['majority_baseline']:.4f} |",
-        "| for scale: the same probe on the input's rotation invariants"
-        f" ({ev['input_invariants_probe']['n_features']} features, not latents)"
-        f" | {ev['input_invariants_probe']['accuracy']:.4f} |",
-        f"| slice probe accuracy (train {sl['n_train']}, test {sl['n_test']})"
-        f" | {sl['accuracy']:.4f} |",
+        f"| latent invariance, max / mean ‖z_R − z‖/‖z‖ ({inv['dtype']})"
+        f" | {inv['max']:.1e} / {inv['mean']:.1e} |",
+        f"| frame equivariance, max \\|F_R − F·Rᵀ\\| | {inv['frame_error_max']:.1e} |",
+        f"| residue-type probe on the bundled public slice (train {sl['n_train']},"
+        f" test {sl['n_test']}) | {sl['accuracy']:.3f} |",
         "",
-        "| l | " + " | ".join(str(l) for l in per_l) + " |",
-        "|---|" + "---|" * len(per_l),
-        "| cosine | " + " | ".join(f"{v:.4f}" for v in per_l.values()) + " |",
-        "",
-        "| residue | " + " | ".join(probe["per_class"]) + " |",
-        "|---|" + "---|" * len(probe["per_class"]),
-        "| accuracy | " + " | ".join(f"{v:.2f}" for v in probe["per_class"].values()) + " |",
+        "Residue-type probe on the latent, accuracy per type (all test residues): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in per_class)
+        + ".",
         "",
         "Invariance structures: "
-        + ", ".join(f"{p} ({r['n_residues']} residues)" for p, r in inv["structures"].items()),
+        + ", ".join(f"{p} ({r['n_residues']} residues)" for p, r in inv["structures"].items())
+        + ".",
     ]
     return "\n".join(lines)
+
+
+BEGIN, END = "<!-- evaluate.py: begin -->", "<!-- evaluate.py: end -->"
+
+
+def replace_card_section(card: Path, markdown: str) -> bool:
+    """Put `markdown` between the BEGIN and END markers of `card` (atomically); False when the
+    card or its markers are missing."""
+    if not card.is_file():
+        return False
+    text = card.read_text()
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        return False
+    new = f"{text[: begin + len(BEGIN)]}\n{markdown}\n{text[end:]}"
+    tmp = card.with_name(f".{card.name}.{os.getpid()}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, card)
+    return True
 
 
 def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> None:
@@ -158,18 +252,28 @@ def main() -> None:
         args.cache,
         args.split,
         structures,
+        groups_csv=args.groups,
         max_test=args.max_test,
         max_probe_train=args.max_probe_train,
-        max_probe_test=args.max_probe_test,
+        k=args.knn,
+        max_iter=args.probe_max_iter,
         n_rotations=args.rotations,
+        include_invariants=args.invariants,
         seed=args.seed,
         device=args.device,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     meta = json.loads(stem.with_suffix(".json").read_text())["metadata"]
-    print(f"## {stem.name}\n\n{training_markdown(meta)}\n\n{metrics_markdown(evaluation)}")
+    metrics = metrics_markdown(evaluation)
+    print(f"## {stem.name}\n\n{training_markdown(meta)}\n\n{metrics}")
     if args.write:
         write_evaluation(stem, evaluation, args.loss_curve)
         print(f"\nwrote metadata.evaluation to {stem.with_suffix('.json')}")
+        card = MODEL_CARD_DIR / "README.md"
+        if replace_card_section(card, metrics):
+            print(f"wrote the metrics section of {card}")
+        else:
+            print(f"{card}: no {BEGIN} … {END} section; paste the metrics above by hand")
 
 
 if __name__ == "__main__":
