@@ -224,7 +224,10 @@ CASES = [
             "output folder does not exist",
         ),
     ),  # fmt: skip
-    Case("output is a folder", lambda t: (["zernike", str(PDB), "-o", str(t)], "is a directory")),
+    Case(
+        "output is a foreign folder",
+        lambda t: (["zernike", str(PDB), "-o", str(t)], "holds no holoprot dataset"),
+    ),
     Case(
         "output unwritable",
         lambda t: (

@@ -15,26 +15,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.text import Text
 
-from holoprot.affinity import features as feats
-from holoprot.affinity import splits as sp
-from holoprot.affinity.dataset import (
-    ComplexFiles,
-    Failure,
-    discover,
-    join_labels,
-    parse_pair,
-    read_manifest,
-)
-from holoprot.affinity.index import find_index_files, read_core_ids, read_labels
 from holoprot.errors import HoloprotError, InputError
+
+if TYPE_CHECKING:  # imported by the functions that use them, to keep `holoprot --help` fast
+    from rich.progress import Progress
+
+    from holoprot.affinity import features as feats
+    from holoprot.affinity import splits as sp
+    from holoprot.affinity.dataset import ComplexFiles, Failure
 
 console = Console(stderr=True)
 EXIT_SKIPPED = 3  # as in holoprot.cli: finished, but some inputs were skipped (listed on stderr)
@@ -103,6 +97,9 @@ def _load_complexes(
     measures: Sequence[str],
 ) -> tuple[list[ComplexFiles], list[Failure], list[Path]]:
     """Complexes with labels joined, the failures so far, and the index files used."""
+    from holoprot.affinity.dataset import Failure, discover, join_labels, read_manifest
+    from holoprot.affinity.index import find_index_files, read_labels
+
     if manifest is None and data is not None and data.is_file() and data.suffix.lower() == ".csv":
         manifest, data = data, None
     if manifest is not None:
@@ -141,6 +138,8 @@ def _check_split_options(
     split_dir: Path | None, test_ids: Path | None, split: SplitChoice | None
 ) -> None:
     """Fail before featurising on conflicting or missing split inputs."""
+    from holoprot.affinity import splits as sp
+
     if sum(x is not None for x in (split_dir, test_ids, split)) > 1:
         raise InputError("--split-dir/--test-ids/--split", "give at most one split option")
     if split_dir is not None and not split_dir.is_dir():
@@ -161,6 +160,9 @@ def _make_splits(
     seed: int,
 ) -> list[sp.Split]:
     """The split (or k folds) for the featurised ids; see `train_affinity` for the default."""
+    from holoprot.affinity import splits as sp
+    from holoprot.affinity.index import read_core_ids
+
     if split_dir is not None:
         return [sp.from_split_dir(ids, split_dir, seed=seed)]
     if test_ids is not None:
@@ -182,6 +184,8 @@ def _make_splits(
 
 
 def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
+    from rich.progress import Progress
+
     progress = Progress(console=console, transient=True, disable=not console.is_terminal)
     task = progress.add_task(label, total=total)
     return progress, lambda: progress.advance(task)
@@ -246,6 +250,8 @@ def train_affinity(
     CoreSet.dat is among the index files; else seeded random 80/10/10. Validation for the grid
     search is carved from training when the split gives none.
     """
+    from holoprot.affinity import features as feats
+    from holoprot.affinity import splits as sp
     from holoprot.affinity.report import metrics_table, write_failures, write_json
     from holoprot.validation import check_number, check_output_folder
 
@@ -357,6 +363,8 @@ def _train_kind(
     info: dict[str, Any],
 ) -> dict[str, Any]:
     """Fit, evaluate and save one feature kind; returns its metrics record."""
+    import pandas as pd
+
     from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
     from holoprot.affinity.forest import save_forest
     from holoprot.affinity.report import scatter_plot, write_json
@@ -403,6 +411,9 @@ def _folder_labels(
 ) -> list[ComplexFiles]:
     """`found` with labels from the index files in `folder` (or, for one complex's folder, in its
     parent), read with the model's label policy; unchanged when there are none."""
+    from holoprot.affinity.dataset import join_labels
+    from holoprot.affinity.index import find_index_files, read_labels
+
     index_files = find_index_files(folder) or find_index_files(folder.parent)
     if not index_files:
         return found
@@ -413,6 +424,8 @@ def _folder_labels(
 def _complexes_from_args(
     items: Sequence[str], measures: Sequence[str], keep_inequalities: bool
 ) -> tuple[list[ComplexFiles], list[Failure]]:
+    from holoprot.affinity.dataset import discover, parse_pair, read_manifest
+
     complexes: list[ComplexFiles] = []
     failures: list[Failure] = []
     for item in items:
@@ -464,6 +477,9 @@ def predict_affinity(
     `label` is the complex's known value, when a manifest or the index files of a given folder
     hold one; `ligand_source` the ligand file read (also for embeddings taken from the cache).
     """
+    import pandas as pd
+
+    from holoprot.affinity import features as feats
     from holoprot.affinity.forest import METADATA_FILE, load_forest
     from holoprot.validation import check_output_file
 
