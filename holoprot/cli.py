@@ -343,8 +343,8 @@ def embed(
         tables = embedder.iter_files(
             todo, model=model, chains=chain_list, frames=frames, workers=workers
         )
-        stderr.print(f"weights {embedder.weights_name}, device {embedder.device}", highlight=False)
         _, failures = stream_to_parquet(tables, writer, paths, len(todo), "embed", skip_errors)
+        stderr.print(f"weights {embedder.weights_name}, device {embedder.device}", highlight=False)
         report_skipped(failures)
 
 

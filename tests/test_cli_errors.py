@@ -225,8 +225,8 @@ CASES = [
         ),
     ),  # fmt: skip
     Case(
-        "output is a foreign folder",
-        lambda t: (["zernike", str(PDB), "-o", str(t)], "holds no holoprot dataset"),
+        "output is an existing folder",
+        lambda t: (["zernike", str(PDB), "-o", str(t)], "already exists"),
     ),
     Case(
         "output unwritable",
