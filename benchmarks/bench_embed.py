@@ -98,8 +98,8 @@ def child_api(spec_path: str) -> None:
     torch.set_num_threads(spec["threads"])
     from holoprot.allocator import tune_malloc
     from holoprot.embedding import Embedder
+    from holoprot.output import ResidueTableWriter
     from holoprot.pipeline import FailedInput
-    from holoprot.tables import ResidueTableWriter
 
     t_import = time.perf_counter() - start
     tune_malloc()

@@ -7,16 +7,18 @@ change of basis C_l to e3nn's real spherical harmonics, Y_l(u) = M_l(u)·C_l. Ev
 (the torch path evaluates only the radial part in float64), one segment per parallel iteration
 (its atoms' values live in small per-segment arrays; nothing is padded). The moments are summed
 four atoms at a time, which quarters the loads and stores of the accumulators, the bottleneck of
-one rank-1 update per atom. Compiled on first use and cached by numba (`cache=True`).
+one rank-1 update per atom. Compiled on first use and cached by numba (`holoprot.jit.cached_njit`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from holoprot.jit import cached_njit
 
 
-@njit(cache=True, parallel=True, fastmath=False)
+@cached_njit(parallel=True, fastmath=False)
 def project_segments(
     coords: np.ndarray,
     channel: np.ndarray,

@@ -1,9 +1,10 @@
 """Files → structures → neighbourhoods → Zernike coefficients, streamed in input order.
 
 `project_file` does one file in the calling process. `iter_projected` does many, in worker
-processes when asked (each worker parses and projects whole files with one torch thread), with a
+processes when asked (each worker parses and projects whole files with one thread), with a
 bounded number of files in flight so memory does not grow with the number of inputs. Failures
-come back as `FailedInput` items in their place; the caller decides whether to stop.
+come back as `FailedInput` items in their place; the caller decides whether to stop. Nothing here
+imports torch: the projection is the numba kernel on NumPy arrays.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import torch
 
+from holoprot.devices import set_numba_threads
 from holoprot.errors import HoloprotError, InputError
 from holoprot.neighborhoods import extract_neighborhoods
 from holoprot.structure import read_structure
@@ -71,8 +72,7 @@ def project_file(path: str | os.PathLike, settings: ProjectionSettings) -> Proje
                 f" (chains with amino acids: {present or 'none'})",
             )
         raise InputError(path, "no amino-acid residue with a Cα atom")
-    with torch.no_grad():
-        coefficients = settings.basis.project_neighborhoods(nbh).numpy()
+    coefficients = settings.basis.coefficients(nbh)
     identity = pa.Table.from_pydict(identity_columns(structure, nbh), schema=IDENTITY_SCHEMA)
     return ProjectedFile(str(path), identity, coefficients, len(nbh.skipped))
 
@@ -87,7 +87,10 @@ def _project_or_fail(path: str, settings: ProjectionSettings) -> ProjectedFile |
 
 
 def _worker_init() -> None:
-    torch.set_num_threads(1)
+    """One thread per worker process: numba reads its thread count when first imported, which
+    happens after this (the projection imports it on first use)."""
+    for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
 
 
 def available_cpus() -> int:
@@ -97,11 +100,22 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def default_workers(n_inputs: int) -> int:
-    """Worker processes for `n_inputs` files: none for one file, else up to the CPUs available."""
-    if n_inputs <= 1:
+#: Fewest CPUs on which `default_workers` starts worker processes.
+WORKERS_FROM_CPUS = 3
+
+
+def default_workers(n_inputs: int, cpus: int | None = None) -> int:
+    """Worker processes for `n_inputs` files on `cpus` CPUs (default: those available).
+
+    None (all in this process, the projection on every CPU) for a single file or on up to
+    WORKERS_FROM_CPUS − 1 CPUs, where a worker's start-up and the hand-over of its results cost
+    more than the overlap of parsing and projection gains (benchmarks/RESULTS.md); else one per
+    CPU but the one writing the output, at most one per file.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    if n_inputs <= 1 or cpus < WORKERS_FROM_CPUS:
         return 0
-    return max(0, min(n_inputs, available_cpus()))
+    return max(1, min(n_inputs, cpus - 1))
 
 
 def iter_projected(
@@ -120,6 +134,7 @@ def iter_projected(
     paths = [str(p) for p in paths]
     workers = default_workers(len(paths)) if workers is None else workers
     if workers == 0:
+        set_numba_threads(available_cpus())
         for p in paths:
             yield _project_or_fail(p, settings)
         return

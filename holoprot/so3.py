@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from e3nn import o3
+
+from holoprot._e3nn import o3
 
 __all__ = ["irreps_ls", "rotate_flat", "wigner_d_blocks"]
 

@@ -1,29 +1,22 @@
-"""Per-residue tables and their Parquet files: identity columns, vector columns, atomic writes.
-
-A run's rows are first written as small complete part files in ``<out>.partial/`` (each part is
-itself written to a temporary name and renamed), and only merged into ``<out>`` — again through a
-temporary file and an atomic rename — when the run finishes. So ``<out>`` is never half-written,
-and a killed run leaves parts that ``resume=True`` picks up: inputs already present (in the parts
-or in an existing ``<out>``) are skipped, and the merged file lists rows in input order.
-"""
+"""Per-residue tables: identity columns, vector columns, file metadata (see `holoprot.output`
+for writing them to disk)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from holoprot import __version__
-from holoprot.errors import HoloprotError
-from holoprot.neighborhoods import Neighborhoods
-from holoprot.structure import Structure
+
+if TYPE_CHECKING:
+    from holoprot.neighborhoods import Neighborhoods
+    from holoprot.structure import Structure
 
 IDENTITY_SCHEMA = pa.schema(
     [
@@ -40,15 +33,30 @@ IDENTITY_SCHEMA = pa.schema(
 )
 
 
-def vector_field(name: str, dim: int) -> pa.Field:
-    """A column of float32 vectors of fixed length `dim`."""
-    return pa.field(name, pa.list_(pa.float32(), dim))
+#: Value types a vector column may have (float16 only for `holoprot zernike --dtype float16`).
+VECTOR_TYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+#: Largest magnitude a float16 holds (beyond it values would become infinite).
+FLOAT16_MAX = 65504.0
 
 
-def vector_array(values: np.ndarray) -> pa.FixedSizeListArray:
-    """(n, d) array → Arrow fixed_size_list<float32>[d] array without copying row by row."""
+def vector_field(name: str, dim: int, dtype: str = "float32") -> pa.Field:
+    """A column of `dtype` ('float32' or 'float16') vectors of fixed length `dim`."""
+    return pa.field(name, pa.list_(VECTOR_TYPES[dtype], dim))
+
+
+def vector_array(values: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:
+    """(n, d) array → Arrow fixed_size_list<dtype>[d] array without copying row by row.
+
+    float16 rounds to nearest: |error| ≤ 2⁻¹¹·|x| (4.9e-4 relative) for |x| ≥ 2⁻¹⁴ and ≤ 2⁻²⁵
+    (3.0e-8) below; ValueError for values beyond ±FLOAT16_MAX.
+    """
     values = np.ascontiguousarray(values, dtype=np.float32)
-    flat = pa.array(values.reshape(-1), type=pa.float32())
+    if dtype == "float16":
+        if values.size and np.abs(values).max() > FLOAT16_MAX:
+            raise ValueError(f"values up to {np.abs(values).max():.3g} exceed float16's range")
+        values = values.astype(np.float16)
+    flat = pa.array(values.reshape(-1), type=VECTOR_TYPES[dtype])
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
@@ -88,121 +96,10 @@ def file_metadata(extra: dict[str, object]) -> dict[bytes, bytes]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, object]:
-    """The holoprot key-value metadata of a Parquet file, JSON-decoded."""
-    raw = pq.read_schema(path).metadata or {}
+    """The holoprot key-value metadata of a Parquet file or dataset folder, JSON-decoded."""
+    from holoprot.output import dataset_files
+
+    path = Path(path)
+    files = dataset_files(path) if path.is_dir() else [path]
+    raw = (pq.read_schema(files[0]).metadata if files else None) or {}
     return {k.decode(): json.loads(v) for k, v in raw.items() if not k.startswith(b"ARROW")}
-
-
-def _atomic_write(path: Path, tables: Iterable[pa.Table], schema: pa.Schema) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for table in tables:
-                writer.write_table(table.cast(schema))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class ResidueTableWriter:
-    """Collects per-input tables and commits them as one Parquet file, atomically and resumably.
-
-    Args:
-        path: the output file.
-        schema: columns of every table written (metadata is attached here).
-        metadata: file-level metadata (see `file_metadata`).
-        resume: keep rows of inputs already in `path` or in its leftover parts, and report them
-            through `done` so the caller can skip them; otherwise start afresh.
-        part_rows: rows buffered before a part file is flushed (bounds memory).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        schema: pa.Schema,
-        metadata: dict[bytes, bytes],
-        *,
-        resume: bool = False,
-        part_rows: int = 4096,
-    ) -> None:
-        self.path = Path(path)
-        self.schema = schema.with_metadata(metadata)
-        self.parts_dir = self.path.with_name(self.path.name + ".partial")
-        self.part_rows = part_rows
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-        self._sources: dict[str, Path] = {}  # source path -> file holding its rows
-        if not self.path.parent.is_dir():
-            raise HoloprotError(f"{self.path}: output folder does not exist")
-        if resume:
-            self._adopt_existing()
-        elif self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
-
-    @property
-    def done(self) -> set[str]:
-        """Source paths whose rows are already stored."""
-        return set(self._sources)
-
-    def _adopt_existing(self) -> None:
-        candidates = sorted(self.parts_dir.glob("part-*.parquet"))
-        if self.path.exists():
-            candidates.insert(0, self.path)
-        for file in candidates:
-            try:
-                existing = pq.read_schema(file)
-                sources = pq.read_table(file, columns=["source_path"]).column(0).unique()
-            except (OSError, pa.ArrowException) as exc:
-                raise HoloprotError(f"{file}: cannot resume from it ({exc})") from exc
-            if existing.remove_metadata() != self.schema.remove_metadata():
-                raise HoloprotError(f"{file}: cannot resume, its columns differ from this run's")
-            if existing.metadata != self.schema.metadata:
-                raise HoloprotError(
-                    f"{file}: cannot resume, it was made with other settings or weights"
-                )
-            for s in sources.to_pylist():
-                self._sources.setdefault(s, file)
-
-    def write(self, table: pa.Table) -> None:
-        """Add the rows of one or more complete inputs."""
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        if self._buffered >= self.part_rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        self.parts_dir.mkdir(exist_ok=True)
-        n_parts = len(list(self.parts_dir.glob("part-*.parquet")))
-        part = self.parts_dir / f"part-{n_parts:06d}.parquet"
-        _atomic_write(part, self._buffer, self.schema)
-        for table in self._buffer:
-            for s in table.column("source_path").unique().to_pylist():
-                self._sources[s] = part
-        self._buffer, self._buffered = [], 0
-
-    def commit(self, order: Sequence[str]) -> int:
-        """Write `path` with the rows of the sources in `order` (others dropped); returns rows."""
-        self._flush()
-        rows = 0
-        loaded: tuple[Path | None, pa.Table | None] = (None, None)
-
-        def tables() -> Iterable[pa.Table]:
-            nonlocal rows, loaded
-            for source in order:
-                file = self._sources.get(source)
-                if file is None:
-                    continue
-                if loaded[0] != file:
-                    loaded = (file, pq.read_table(file))
-                table = loaded[1]
-                mask = pc.equal(table.column("source_path"), source)
-                part = table.filter(mask)
-                rows += part.num_rows
-                yield part
-
-        _atomic_write(self.path, tables(), self.schema)
-        if self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
-        return rows

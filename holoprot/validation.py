@@ -77,7 +77,11 @@ def parse_channels(text: str) -> tuple[str, ...]:
 
 
 def partial_dir(output: Path) -> Path:
-    """Where a run writing `output` keeps its rows until it finishes (see holoprot.tables)."""
+    """Where a run writing `output` keeps its rows until it finishes (see holoprot.output)."""
+    from holoprot.output import STAGING_DIR, is_dataset_output
+
+    if is_dataset_output(output):
+        return output / STAGING_DIR
     return output.with_name(output.name + ".partial")
 
 
@@ -88,8 +92,12 @@ def check_output_file(
     result (file or, when `resumable`, a partial run) unless `overwrite` or `resume` allows it."""
     if overwrite and resume:
         raise HoloprotError("--overwrite and --resume: give one of them, not both")
-    if output.is_dir():
-        raise HoloprotError(f"{output}: is a directory, expected an output file name")
+    names = [p.name for p in output.iterdir()] if output.is_dir() else []
+    if names and not any(n.startswith("part-") or n == "_temporary" for n in names):
+        raise HoloprotError(
+            f"{output}: is a folder that holds no holoprot dataset; name a new folder or a"
+            " .parquet file"
+        )
     folder = output.parent
     if not folder.is_dir():
         raise HoloprotError(f"{folder}: output folder does not exist")

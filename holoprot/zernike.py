@@ -35,16 +35,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from math import comb, sqrt
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from e3nn import o3
 
-from holoprot.devices import set_numba_threads, use_numba
+from holoprot.devices import use_numba
 
 if TYPE_CHECKING:
+    import torch
+
     from holoprot.neighborhoods import Neighborhoods
 
 
@@ -93,6 +95,8 @@ def _monomial_exponents(lmax: int) -> np.ndarray:
 def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
     """All monomials of degree ≤ lmax of the rows of u: (A, 3) → (A, n_monomials), in the
     order of `_monomial_exponents`."""
+    import torch
+
     x, y, z = u[:, 0:1], u[:, 1:2], u[:, 2:3]
     degrees = [torch.ones_like(x)]
     zd = torch.ones_like(z)
@@ -103,13 +107,36 @@ def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
     return torch.cat(degrees, dim=1)
 
 
+#: `solve_monomials_to_sh(SH_TABLE_LMAX)` as solved once and shipped, so that building a basis
+#: needs neither torch nor e3nn (tests/test_zernike.py checks it against a fresh solve).
+SH_TABLE = Path(__file__).with_name("data") / "sh_monomials.npz"
+SH_TABLE_LMAX = 11
+
+
+@cache
+def _shipped_monomials_to_sh() -> tuple[np.ndarray, ...]:
+    with np.load(SH_TABLE, allow_pickle=False) as table:
+        return tuple(table[f"l{l}"] for l in range(SH_TABLE_LMAX + 1))
+
+
 def _monomials_to_sh(lmax: int) -> list[np.ndarray]:
+    """`solve_monomials_to_sh(lmax)`, from the shipped table up to degree SH_TABLE_LMAX."""
+    if lmax <= SH_TABLE_LMAX:
+        return list(_shipped_monomials_to_sh()[: lmax + 1])
+    return solve_monomials_to_sh(lmax)
+
+
+def solve_monomials_to_sh(lmax: int) -> list[np.ndarray]:
     """Per l the matrix C_l ((l+1)(l+2)/2, 2l+1), float64, with e3nn's Y_l(u) = M_l(u) · C_l for
     every u ∈ ℝ³, M_l the degree-l monomials.
 
     C_l is solved by least squares on random points; it is exact to rounding because e3nn's Y_l
     are homogeneous polynomials of degree l (checked here to 1e-10).
     """
+    import torch
+
+    from holoprot._e3nn import o3
+
     points = torch.as_tensor(np.random.default_rng(0).normal(size=(256, 3)))
     mono = _monomials(points, lmax).numpy()
     mats, start = [], 0
@@ -126,6 +153,8 @@ def _monomials_to_sh(lmax: int) -> list[np.ndarray]:
 
 def _powers(x: torch.Tensor, n: int) -> torch.Tensor:
     """x^0 … x^(n−1) by repeated products (faster and exact-er than pow): (A,) → (A, n)."""
+    import torch
+
     cols = [torch.ones_like(x)]
     for _ in range(n - 1):
         cols.append(cols[-1] * x)
@@ -322,6 +351,8 @@ class ZernikeBasis:
 
     def radial(self, rho: torch.Tensor) -> torch.Tensor:
         """R_nl(ρ) for ρ in [0, 1]: (A,) → (A, n_radial), in rho's dtype (use float64)."""
+        import torch
+
         powers = rho[:, None] ** torch.arange(self.nmax + 1, device=rho.device, dtype=rho.dtype)
         coeffs = torch.as_tensor(self._tables["coeffs"], dtype=rho.dtype, device=rho.device)
         return powers @ coeffs
@@ -332,7 +363,7 @@ class ZernikeBasis:
         channel: torch.Tensor,
         segment: torch.Tensor,
         n_segments: int,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         backend: str = "auto",
     ) -> torch.Tensor:
         """Sum the basis over the atoms of each segment (neighbourhood), per channel.
@@ -342,7 +373,7 @@ class ZernikeBasis:
             channel: (A,) int, channel of each atom, −1 for atoms in no channel (ignored).
             segment: (A,) int in [0, n_segments), the neighbourhood of each atom.
             n_segments: number of neighbourhoods S (segments without atoms give zeros).
-            dtype: float32 (default) or float64 for the basis and the sums.
+            dtype: torch.float32 (None, the default) or torch.float64 for the basis and the sums.
             backend: 'numba' (fused CPU kernel, `holoprot._zernike_cpu`, float64 throughout),
                 'torch' (batched tensor code, any device) or 'auto' (numba on CPU, else torch).
 
@@ -357,6 +388,9 @@ class ZernikeBasis:
         one fused loop (see `holoprot._zernike_cpu`). Both apply the small change of basis C_l
         once per group instead of once per atom.
         """
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         if use_numba(backend, coords.device.type == "cpu"):
             return self._project_cpu(coords, channel, segment, n_segments, dtype)
         dev = coords.device
@@ -385,25 +419,39 @@ class ZernikeBasis:
         n_segments: int,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """The numba backend of :meth:`project`: one parallel iteration per segment."""
-        from holoprot._zernike_cpu import project_segments
+        """The numba backend of :meth:`project`, with as many threads as torch uses."""
+        import torch
+
+        from holoprot.devices import set_numba_threads
 
         keep = (channel >= 0).cpu().numpy()
         seg = segment.cpu().numpy()[keep]
-        order = np.argsort(seg, kind="stable") if np.any(np.diff(seg) < 0) else slice(None)
-        xyz = np.ascontiguousarray(coords.cpu().numpy()[keep][order], dtype=np.float64)
-        ch = np.ascontiguousarray(channel.cpu().numpy()[keep][order], dtype=np.int64)
-        counts = np.bincount(seg, minlength=n_segments)
+        set_numba_threads(torch.get_num_threads())
+        xyz, ch = coords.cpu().numpy()[keep], channel.cpu().numpy()[keep]
+        out = self.project_arrays(xyz, ch, seg, n_segments)
+        return torch.from_numpy(out).to(device=coords.device, dtype=dtype)
+
+    def project_arrays(
+        self, coords: np.ndarray, channel: np.ndarray, segment: np.ndarray, n_segments: int
+    ) -> np.ndarray:
+        """:meth:`project` on NumPy arrays with the numba kernel (no torch): coords (A, 3) Å,
+        channel (A,) in [0, n_channels), segment (A,) → (n_segments, dim) float64. Runs on the
+        numba threads the caller set (`holoprot.devices.set_numba_threads`)."""
+        from holoprot._zernike_cpu import project_segments
+
+        order = np.argsort(segment, kind="stable") if np.any(np.diff(segment) < 0) else slice(None)
+        xyz = np.ascontiguousarray(coords[order], dtype=np.float64)
+        ch = np.ascontiguousarray(channel[order], dtype=np.int64)
+        counts = np.bincount(segment, minlength=n_segments)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         out = np.zeros((n_segments, self.dim))
         t, k = self._tables, self._tables["cpu_kernel"]
-        set_numba_threads(torch.get_num_threads())
         project_segments(
             xyz, ch, offsets, float(self.rcut), self.normalization == "square", t["even_coeffs"],
             t["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],
             len(self.channels), out,
         )  # fmt: skip
-        return torch.from_numpy(out).to(device=coords.device, dtype=dtype)
+        return out
 
     def _project_channel(
         self, coords: torch.Tensor, counts: torch.Tensor, channel: int, out: torch.Tensor
@@ -412,6 +460,8 @@ class ZernikeBasis:
 
         coords: (A, 3) the channel's atoms of those segments, segment by segment; counts: (S,).
         """
+        import torch
+
         t = self._tables
         dev, dtype = coords.device, out.dtype
         x64 = coords.to(torch.float64)
@@ -447,11 +497,13 @@ class ZernikeBasis:
         self,
         coords: np.ndarray,
         element: Sequence[str] | np.ndarray,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         backend: str = "auto",
     ) -> np.ndarray:
         """Coefficients of one neighbourhood: coords (A, 3) Å relative to the centre → (dim,)
-        (`backend` as in :meth:`project`)."""
+        (`dtype` and `backend` as in :meth:`project`)."""
+        import torch
+
         c = torch.as_tensor(np.asarray(coords), dtype=torch.float64)
         ch = torch.as_tensor(self.channel_index(np.asarray(element)))
         seg = torch.zeros(len(ch), dtype=torch.int64)
@@ -460,21 +512,38 @@ class ZernikeBasis:
     def project_neighborhoods(
         self,
         nbh: Neighborhoods,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
         backend: str = "auto",
     ) -> torch.Tensor:
         """Coefficients of every neighbourhood of a ragged batch: (M, dim) on `device`
-        (`backend` as in :meth:`project`)."""
-        n_atoms = np.diff(nbh.offsets)
-        segment = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        channel = self.channel_index(nbh.element)
+        (`dtype` and `backend` as in :meth:`project`)."""
+        import torch
+
+        segment, channel = self._segments(nbh)
         keep = channel >= 0
         return self.project(
             torch.as_tensor(nbh.coords[keep]).to(device),
             torch.as_tensor(channel[keep]).to(device),
             torch.as_tensor(segment[keep]).to(device),
-            len(n_atoms),
+            len(nbh.offsets) - 1,
             dtype,
             backend,
         )
+
+    def coefficients(self, nbh: Neighborhoods) -> np.ndarray:
+        """Coefficients of every neighbourhood as a NumPy (M, dim) float32 array, with the numba
+        kernel and no torch (what `holoprot zernike` and the embedding pipeline use); equal to
+        ``project_neighborhoods(nbh, backend="numba").numpy()``."""
+        segment, channel = self._segments(nbh)
+        keep = channel >= 0
+        n = len(nbh.offsets) - 1
+        return self.project_arrays(nbh.coords[keep], channel[keep], segment[keep], n).astype(
+            np.float32
+        )
+
+    def _segments(self, nbh: Neighborhoods) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbourhood index and channel of each atom of a ragged batch, both (A,) int64."""
+        n_atoms = np.diff(nbh.offsets)
+        segment = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        return segment, self.channel_index(nbh.element)

@@ -225,7 +225,10 @@ CASES = [
             "output folder does not exist",
         ),
     ),  # fmt: skip
-    Case("output is a folder", lambda t: (["zernike", str(PDB), "-o", str(t)], "is a directory")),
+    Case(
+        "output is an existing folder",
+        lambda t: (["zernike", str(PDB), "-o", str(t)], "already exists"),
+    ),
     Case(
         "output unwritable",
         lambda t: (

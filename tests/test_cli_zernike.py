@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 
 from holoprot.cli import EXIT_SKIPPED, app
 from holoprot.neighborhoods import extract_neighborhoods
+from holoprot.output import ResidueTableWriter
 from holoprot.structure import read_structure
 from holoprot.tables import read_metadata
 from holoprot.zernike import ZernikeBasis
@@ -126,15 +129,20 @@ def test_resume_after_interruption_equals_one_run(tmp_path: Path) -> None:
     files = [EXAMPLES / "1hvr.pdb", DATA / "1a8o.pdb", EXAMPLES / "4zhl.cif"]
     full = tmp_path / "full.parquet"
     assert run("zernike", *files, "-o", full, "--workers", "0").exit_code == 0
-    # a run that died after the first two files leaves only parts, never a partial output file
-    part = tmp_path / "part.parquet"
-    assert run("zernike", *files[:2], "-o", part, "--workers", "0").exit_code == 0
+    # a run that died after the first two files: their parts and manifest, no output file
     out = tmp_path / "resumed.parquet"
-    parts_dir = tmp_path / "resumed.parquet.partial"
-    parts_dir.mkdir()
-    (tmp_path / "part.parquet").rename(parts_dir / "part-000000.parquet")
+    killed = ResidueTableWriter(out, *_schema_and_metadata(full), part_rows=1)
+    table = pq.read_table(full)
+    for source in map(str, files[:2]):
+        killed.write(table.filter(pc.equal(table.column("source_path"), source)))
+    assert not out.exists()
     result = run("zernike", *files, "-o", out, "--resume", "--workers", "0")
     assert result.exit_code == 0, result.output
-    assert pq.read_table(out).equals(pq.read_table(full))
-    assert not parts_dir.exists()
+    assert out.read_bytes() == full.read_bytes()
+    assert not (tmp_path / "resumed.parquet.partial").exists()
     assert json.loads(pq.read_schema(out).metadata[b"radius"]) == 10.0
+
+
+def _schema_and_metadata(parquet: Path) -> tuple[pa.Schema, dict[bytes, bytes]]:
+    schema = pq.read_schema(parquet)
+    return schema.remove_metadata(), schema.metadata

@@ -15,26 +15,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.text import Text
 
-from holoprot.affinity import features as feats
-from holoprot.affinity import splits as sp
-from holoprot.affinity.dataset import (
-    ComplexFiles,
-    Failure,
-    discover,
-    join_labels,
-    parse_pair,
-    read_manifest,
-)
-from holoprot.affinity.index import find_index_files, read_core_ids, read_labels
 from holoprot.errors import HoloprotError, InputError
+
+if TYPE_CHECKING:  # imported by the functions that use them, to keep `holoprot --help` fast
+    from rich.progress import Progress
+
+    from holoprot.affinity import features as feats
+    from holoprot.affinity import splits as sp
+    from holoprot.affinity.dataset import ComplexFiles, Failure
 
 console = Console(stderr=True)
 EXIT_SKIPPED = 3  # as in holoprot.cli: finished, but some inputs were skipped (listed on stderr)
@@ -99,6 +93,9 @@ def _load_complexes(
     measures: Sequence[str],
 ) -> tuple[list[ComplexFiles], list[Failure], list[Path]]:
     """Complexes with labels joined, the failures so far, and the index files used."""
+    from holoprot.affinity.dataset import Failure, discover, join_labels, read_manifest
+    from holoprot.affinity.index import find_index_files, read_labels
+
     if manifest is None and data is not None and data.is_file() and data.suffix.lower() == ".csv":
         manifest, data = data, None
     if manifest is not None:
@@ -136,6 +133,8 @@ def _weights_argument(weights: str) -> str:
 def parse_feature_sets(values: Sequence[str]) -> list[str]:
     """`--features` values (repeated and/or comma-separated; `both` = hae, counts), in order,
     without repeats."""
+    from holoprot.affinity import features as feats
+
     sets: list[str] = []
     for value in values:
         for item in value.split(","):
@@ -171,6 +170,8 @@ def _check_split_options(
     split_dir: Path | None, test_ids: Path | None, split: SplitChoice | None
 ) -> None:
     """Fail before featurising on conflicting or missing split inputs."""
+    from holoprot.affinity import splits as sp
+
     if sum(x is not None for x in (split_dir, test_ids, split)) > 1:
         raise InputError("--split-dir/--test-ids/--split", "give at most one split option")
     if split_dir is not None and not split_dir.is_dir():
@@ -193,6 +194,9 @@ def _make_splits(
 ) -> list[sp.Split]:
     """The split (or k folds) for the featurised ids; see `train_affinity` for the default.
     `clusters`: the `clusters.Clusters` of `--split cluster-cv`."""
+    from holoprot.affinity import splits as sp
+    from holoprot.affinity.index import read_core_ids
+
     if split_dir is not None:
         return [sp.from_split_dir(ids, split_dir, seed=seed)]
     if test_ids is not None:
@@ -223,6 +227,8 @@ def _make_splits(
 
 
 def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
+    from rich.progress import Progress
+
     progress = Progress(console=console, transient=True, disable=not console.is_terminal)
     task = progress.add_task(label, total=total)
     return progress, lambda: progress.advance(task)
@@ -307,6 +313,8 @@ def train_affinity(
     search is carved from training when the split gives none. With k folds the saved model is
     refitted on all complexes.
     """
+    from holoprot.affinity import features as feats
+    from holoprot.affinity import splits as sp
     from holoprot.affinity.report import metrics_table, write_failures, write_json
     from holoprot.validation import check_number, check_output_folder
 
@@ -463,6 +471,8 @@ def _train_model(
     info: dict[str, Any],
 ) -> dict[str, Any]:
     """Fit, evaluate and save one (feature set, regressor); returns its metrics record."""
+    import pandas as pd
+
     from holoprot.affinity.evaluate import cross_validate, evaluate_split, fit_split
     from holoprot.affinity.models import save_model
     from holoprot.affinity.report import scatter_plot, write_json
@@ -506,6 +516,9 @@ def _folder_labels(
 ) -> list[ComplexFiles]:
     """`found` with labels from the index files in `folder` (or, for one complex's folder, in its
     parent), read with the model's label policy; unchanged when there are none."""
+    from holoprot.affinity.dataset import join_labels
+    from holoprot.affinity.index import find_index_files, read_labels
+
     index_files = find_index_files(folder) or find_index_files(folder.parent)
     if not index_files:
         return found
@@ -516,6 +529,8 @@ def _folder_labels(
 def _complexes_from_args(
     items: Sequence[str], measures: Sequence[str], keep_inequalities: bool
 ) -> tuple[list[ComplexFiles], list[Failure]]:
+    from holoprot.affinity.dataset import discover, parse_pair, read_manifest
+
     complexes: list[ComplexFiles] = []
     failures: list[Failure] = []
     for item in items:
@@ -567,6 +582,9 @@ def predict_affinity(
     `label` is the complex's known value, when a manifest or the index files of a given folder
     hold one; `ligand_source` the ligand file read (also for embeddings taken from the cache).
     """
+    import pandas as pd
+
+    from holoprot.affinity import features as feats
     from holoprot.affinity.models import feature_set_of, load_model, rebuildable_columns
     from holoprot.validation import check_output_file
 

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 import networkx as nx
 import torch
-from e3nn import o3
+
+from holoprot._e3nn import o3
 
 __all__ = ["LS_RULES", "clebsch_gordan", "tp_paths"]
 

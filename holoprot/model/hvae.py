@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-from e3nn import o3
 from torch import Tensor, nn
 
+from holoprot._e3nn import o3
 from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
 
