@@ -455,6 +455,10 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Steps between checkpoints (default 100).")
     ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(help="Time budget of the training loop, s: stop then; cosine over time."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint.")
@@ -567,6 +571,7 @@ def train(
                     "warmup_steps": warmup_steps,
                     "seed": seed,
                     "checkpoint_every": checkpoint_every,
+                    "max_seconds": max_seconds,
                 },
                 device=device,
                 resume=resume,

@@ -24,7 +24,13 @@ from scipy.spatial import cKDTree
 
 from holoprot.structure import Structure
 
-__all__ = ["MIN_DISTANCE", "Neighborhoods", "centre_atoms", "extract_neighborhoods"]
+__all__ = [
+    "MIN_DISTANCE",
+    "Neighborhoods",
+    "centre_atoms",
+    "extract_neighborhoods",
+    "neighborhoods_around",
+]
 
 MIN_DISTANCE = 1e-6
 """Atoms closer than this to the centre (Å) are dropped."""
@@ -122,24 +128,51 @@ def extract_neighborhoods(
         env_el = np.concatenate([env_el, extra_el])
 
     res_idx, ca_idx, skipped = centre_atoms(structure, residues=residues, chains=chains)
-    centres = env_xyz[ca_idx]
+    return neighborhoods_around(
+        env_xyz, env_el, res_idx, ca_idx, radius, skipped=skipped, n_own_atoms=structure.n_atoms
+    )
+
+
+def neighborhoods_around(
+    env_xyz: np.ndarray,
+    env_el: np.ndarray,
+    residue_index: np.ndarray,
+    centre_index: np.ndarray,
+    radius: float,
+    *,
+    skipped: np.ndarray | None = None,
+    n_own_atoms: int | None = None,
+) -> Neighborhoods:
+    """Neighbourhoods of given centre atoms (the module policies, without choosing the centres).
+
+    Args:
+        env_xyz: (N, 3) float64 Å, every environment atom.
+        env_el: (N,) element symbols.
+        residue_index: (M,) int64 residue of each centre, stored as given.
+        centre_index: (M,) int64 row of each centre atom in ``env_xyz`` (dropped from its own
+            neighbourhood).
+        radius: inclusive cut-off in Å.
+        skipped: stored as given (default empty).
+        n_own_atoms: rows ``>=`` this are extra atoms (``atom_index`` -1); default none are.
+    """
+    centres = env_xyz[centre_index]
     pairs = _pairs_within(centres, env_xyz, radius)
     nbhd, atom = pairs[:, 0], pairs[:, 1]
     rel = env_xyz[atom] - centres[nbhd]
     dist = np.sqrt(np.einsum("ij,ij->i", rel, rel))
-    keep = (dist <= radius) & (dist >= MIN_DISTANCE) & (atom != ca_idx[nbhd])
+    keep = (dist <= radius) & (dist >= MIN_DISTANCE) & (atom != centre_index[nbhd])
     nbhd, atom, rel = nbhd[keep], atom[keep], rel[keep]
 
-    offsets = np.zeros(len(res_idx) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(nbhd, minlength=len(res_idx)), out=offsets[1:])
-    atom_index = np.where(atom < structure.n_atoms, atom, -1).astype(np.int64)
+    offsets = np.zeros(len(residue_index) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nbhd, minlength=len(residue_index)), out=offsets[1:])
+    n_own = len(env_xyz) if n_own_atoms is None else n_own_atoms
     return Neighborhoods(
-        residue_index=res_idx,
+        residue_index=np.asarray(residue_index, dtype=np.int64),
         offsets=offsets,
         coords=rel.astype(np.float32),
-        element=env_el[atom],
-        atom_index=atom_index,
-        skipped=skipped,
+        element=np.asarray(env_el)[atom],
+        atom_index=np.where(atom < n_own, atom, -1).astype(np.int64),
+        skipped=np.zeros(0, np.int64) if skipped is None else skipped,
         radius=float(radius),
     )
 

@@ -267,3 +267,70 @@ def test_init_continues_from_trained_weights(tmp_path: Path, small_config: Path)
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-6, err_msg=name)
     bad = run("train", *FILES, "--out", tmp_path / "x", *args, "--config", small_config)
     assert bad.exit_code == 1 and "--init" in bad.output
+
+
+def test_cosine_schedule_over_a_time_budget() -> None:
+    s = TrainSettings(lr=1e-3, lr_final=1e-5, lr_schedule="cosine", max_seconds=100.0)
+
+    def cosine(t: float) -> float:
+        return 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + np.cos(np.pi * t))
+
+    assert s.learning_rate(0, False, 0, 1000, seconds=0.0) == pytest.approx(1e-3)
+    assert s.learning_rate(0, False, 100, 1000, seconds=50.0) == pytest.approx(cosine(0.5))
+    # the larger fraction wins: steps when they run ahead of the clock
+    assert s.learning_rate(0, False, 800, 1000, seconds=50.0) == pytest.approx(cosine(0.8))
+    assert s.learning_rate(0, False, 10, 1000, seconds=250.0) == pytest.approx(1e-5)
+    # without a budget the clock is ignored
+    plain = TrainSettings(lr=1e-3, lr_final=1e-5, lr_schedule="cosine")
+    assert plain.learning_rate(0, False, 100, 1000, seconds=1e9) == pytest.approx(cosine(0.1))
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every clock reading advances by one second: a deterministic 'wall clock'."""
+    ticks = iter(range(10**9))
+    monkeypatch.setattr("holoprot.training.trainer._clock", lambda: float(next(ticks)))
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_time_budget_stops_the_run_and_resumes_from_its_elapsed_time(
+    tmp_path: Path, small_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_clock(monkeypatch)
+    out = tmp_path / "run"
+    common = [
+        "--config", small_config, "--batch-size", "128", "--workers", "0", "--epochs", "50",
+        "--lr-schedule", "cosine", "--lr-final", "1e-5", "--cache-dir", tmp_path / "cache",
+    ]  # fmt: skip
+    a = run("train", *FILES, "--out", out, "--max-seconds", "20", *common)
+    assert a.exit_code == 0, a.output
+    first = _records(out)
+    steps_per_epoch = 1 + max(r["step"] for r in first if r["epoch"] == 0)
+    assert first[-1]["elapsed_s"] >= 20 > first[-2]["elapsed_s"]
+    assert len(first) < 50 * steps_per_epoch and "val_loss" in first[-1]
+    assert (out / "model.safetensors").is_file()
+    checkpoint = json.loads((out / "checkpoint.json").read_text())
+    assert checkpoint["global_step"] == first[-1]["step"]
+    assert checkpoint["elapsed_s"] == first[-1]["elapsed_s"]
+    settings = TrainSettings(lr_final=1e-5, lr_schedule="cosine", max_seconds=20.0)
+    total = 50 * steps_per_epoch
+    previous = [0.0] + [r["elapsed_s"] for r in first[:-1]]
+    for r, seconds in zip(first, previous, strict=True):
+        assert r["lr"] == pytest.approx(
+            settings.learning_rate(0, False, r["step"] - 1, total, seconds)
+        )
+    # resuming with a larger budget continues from the saved elapsed time
+    b = run("train", *FILES, "--out", out, "--max-seconds", "40", "--resume", *common)
+    assert b.exit_code == 0, b.output
+    both = _records(out)
+    assert both[: len(first)] == first
+    resumed = both[len(first)]
+    longer = TrainSettings(lr_final=1e-5, lr_schedule="cosine", max_seconds=40.0)
+    expected = longer.learning_rate(0, False, first[-1]["step"], total, first[-1]["elapsed_s"])
+    assert resumed["lr"] == pytest.approx(expected)
+    assert resumed["elapsed_s"] > first[-1]["elapsed_s"]
+    assert both[-1]["elapsed_s"] >= 40 > both[-2]["elapsed_s"]
+    bad = run("train", *FILES, "--out", tmp_path / "bad", "--max-seconds", "0", *common)
+    assert bad.exit_code == 1 and "--max-seconds" in bad.output

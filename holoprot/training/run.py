@@ -123,8 +123,8 @@ def train(
     `init` (a weights name or path) starts from trained weights — their architecture, input
     constant and parameters — with a fresh optimiser, e.g. to continue training elsewhere.
 
-    `overrides` holds TrainSettings fields from the command line (epochs, batch_size, lr, seed),
-    which win over the config file.
+    `overrides` holds TrainSettings fields from the command line (epochs, batch_size, lr, seed,
+    max_seconds, ...), which win over the config file.
     """
     run = Path(run_dir)
     if run.exists() and (run / "checkpoint.json").exists() and not resume:
@@ -150,6 +150,8 @@ def train(
         )
     if settings.warmup_steps < 0 or not settings.lr_final > 0:
         raise HoloprotError("--warmup-steps must be >= 0 and --lr-final positive")
+    if settings.max_seconds is not None and not settings.max_seconds > 0:
+        raise HoloprotError("--max-seconds must be positive")
     torch_device = resolve_device(device)
 
     paths = [str(p) for p in expand_inputs(structures)]

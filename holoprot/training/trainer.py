@@ -22,6 +22,13 @@ model, from `lr` to `lr_final` over the whole run (epochs × steps per epoch):
 lr(t) = lr_final + ½ (lr − lr_final) (1 + cos(π t / T)). With either schedule, `warmup_steps` > 0
 ramps the rate linearly from lr/warmup_steps over the first steps (useful when a fresh Adam starts
 from trained weights, whose first updates are ±lr on every parameter).
+
+Time budget: with ``max_seconds`` the run also stops once the training loop (steps, validations,
+checkpoints; counted across resumes) has run that long, after a last validation and checkpoint,
+and the cosine schedule runs over the larger of the two fractions, steps / (epochs × steps per
+epoch) and seconds / max_seconds, so it ends at lr_final by whichever limit comes first. Such a
+run's learning rates depend on the clock: a resume continues from the saved elapsed time, but is
+not bitwise the run it continues.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class TrainSettings:
     checkpoint_every: int = 100
     validations_per_epoch: int = 5
     max_validation_samples: int = 16384
+    max_seconds: float | None = None
 
     def kl_weight(self, epoch: int, is_vae: bool) -> float:
         if not is_vae:
@@ -74,10 +82,15 @@ class TrainSettings:
         schedule = [0.0] * self.kl_off_epochs + ramp
         return schedule[epoch] if epoch < len(schedule) else self.lambda_kl
 
-    def learning_rate(self, epoch: int, is_vae: bool, step: int = 0, total_steps: int = 1) -> float:
-        """Learning rate at `epoch` / global `step` of a run of `total_steps` steps."""
+    def learning_rate(
+        self, epoch: int, is_vae: bool, step: int = 0, total_steps: int = 1, seconds: float = 0.0
+    ) -> float:
+        """Learning rate at `epoch` / global `step` of a run of `total_steps` steps, `seconds`
+        into its time budget (if any)."""
         if self.lr_schedule == "cosine":
             t = min(step, total_steps) / max(1, total_steps)
+            if self.max_seconds:
+                t = max(t, min(1.0, seconds / self.max_seconds))
             lr = self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * t))
         elif not is_vae:
             lr = self.lr
@@ -145,6 +158,7 @@ class Trainer:
         self.samples_seen = 0
         self.best_val = math.inf
         self.wall_time = 0.0
+        self.elapsed = 0.0
 
     # ---- batches --------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
@@ -191,6 +205,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "best_val": self.best_val,
             "wall_time_s": self.wall_time,
+            "elapsed_s": self.elapsed,
             "param_groups": opt["param_groups"],
             "settings": asdict(self.settings),
             "config": self.model.config.to_dict(),
@@ -227,33 +242,39 @@ class Trainer:
         for key in ("epoch", "step_in_epoch", "global_step", "samples_seen", "best_val"):
             setattr(self, key, info[key])
         self.wall_time = info["wall_time_s"]
+        self.elapsed = info.get("elapsed_s", self.wall_time)
         _truncate_log(self.run_dir / "metrics.jsonl", self.global_step)
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, on_step: Callable[[dict], None] | None = None) -> dict[str, float]:
-        """Train until `settings.epochs`; returns the best validation metrics."""
+        """Train until `settings.epochs` (or `settings.max_seconds`); returns the best validation
+        metrics."""
         s = self.settings
         is_vae = self.model.config.is_vae
         val_every = max(1, self.steps_per_epoch // max(1, s.validations_per_epoch))
         total_steps = s.epochs * self.steps_per_epoch
+        started, elapsed_before = _clock(), self.elapsed
+        out_of_time = bool(s.max_seconds) and self.elapsed >= s.max_seconds
         self.model.train()
         log = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
         pool = ThreadPoolExecutor(1)
         try:
-            while self.epoch < s.epochs:
+            while self.epoch < s.epochs and not out_of_time:
                 batches = self._epoch_batches(self.epoch)
                 kl_w = s.kl_weight(self.epoch, is_vae)
                 pending = None
                 if self.step_in_epoch < len(batches):
                     pending = pool.submit(self._tensor, batches[self.step_in_epoch])
                 while self.step_in_epoch < len(batches):
-                    t0 = time.perf_counter()
+                    t0 = _clock()
                     x = pending.result()
                     nxt = self.step_in_epoch + 1
                     pending = (
                         pool.submit(self._tensor, batches[nxt]) if nxt < len(batches) else None
                     )
-                    lr = s.learning_rate(self.epoch, is_vae, self.global_step, total_steps)
+                    lr = s.learning_rate(
+                        self.epoch, is_vae, self.global_step, total_steps, self.elapsed
+                    )
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     out = self.model(x)
@@ -266,8 +287,10 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                    dt = time.perf_counter() - t0
+                    dt = _clock() - t0
                     self.wall_time += dt
+                    self.elapsed = elapsed_before + _clock() - started
+                    out_of_time = bool(s.max_seconds) and self.elapsed >= s.max_seconds
                     self.step_in_epoch += 1
                     self.global_step += 1
                     self.samples_seen += len(x)
@@ -278,10 +301,11 @@ class Trainer:
                         "lr": lr,
                         "kl_weight": kl_w,
                         "samples_per_s": len(x) / dt,
+                        "elapsed_s": self.elapsed,
                         **{f"train_{k}": v for k, v in terms.items()},
                     }
                     end_of_epoch = self.step_in_epoch == len(batches)
-                    validate = end_of_epoch or self.step_in_epoch % val_every == 0
+                    validate = end_of_epoch or out_of_time or self.step_in_epoch % val_every == 0
                     if validate:
                         val = self.validate()
                         record.update({f"val_{k}": v for k, v in val.items()})
@@ -298,7 +322,7 @@ class Trainer:
                         self.step_in_epoch = 0
                     if validate or self.global_step % s.checkpoint_every == 0:
                         self.save_checkpoint()
-                    if end_of_epoch:
+                    if end_of_epoch or out_of_time:
                         break
         finally:
             pool.shutdown(wait=True)
@@ -316,6 +340,11 @@ class Trainer:
             "settings": asdict(self.settings),
         }
         save_model(self.model, self.run_dir / name, meta)
+
+
+def _clock() -> float:
+    """Seconds of a monotonic clock (a function of its own, so tests can replace it)."""
+    return time.perf_counter()
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
