@@ -96,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="auto, cuda or cpu (rehearsal)")
     run.add_argument("--deadline", type=float, default=500.0, help="s after start to be done")
     run.add_argument("--reserve", type=float, default=40.0, help="s kept for the final steps")
+    run.add_argument("--train-seconds", type=float, default=None, help="at most this training")
     run.add_argument("--init", default="default", help="weights to continue from")
     run.add_argument("--batch-size", type=int, default=512)
     run.add_argument("--bench-batches", default="512,4096", help="encoder benchmark batch sizes")
@@ -333,6 +334,7 @@ def run(args: argparse.Namespace) -> None:
     write_json(out / "report.json", report)
 
     budget = args.deadline - args.reserve - (time.perf_counter() - start)
+    budget = min(budget, args.train_seconds or budget)
     if budget <= 0:
         raise SystemExit(f"no time left to train ({budget:.0f} s): raise --deadline")
     settings = TrainSettings(
