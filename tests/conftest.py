@@ -5,9 +5,15 @@ See tests/data/structures/PROVENANCE.md for what each file is and what it exerci
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
+
+from holoprot.affinity.commands import register as register_affinity
 
 TESTS_DIR = Path(__file__).parent
 STRUCTURES_DIR = TESTS_DIR / "data" / "structures"
@@ -70,3 +76,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stem = tmp_path_factory.mktemp("weights") / "tiny"
     meta = {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0}
     return save_model(HVAE(config).eval(), stem, meta)
+
+
+@pytest.fixture(scope="module")
+def affinity_cli() -> Callable[..., Result]:
+    """Runs `holoprot train-affinity` / `predict-affinity` in process: affinity_cli(*args)."""
+    application = typer.Typer()
+    register_affinity(application)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(application, [str(a) for a in args])

@@ -15,11 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from holoprot.affinity import features
-from holoprot.affinity.commands import register
 
 FIXTURE = Path(__file__).parent / "data" / "affinity"
 FAST = ["--grid", "small", "--n-forests", "2"]
@@ -52,20 +49,9 @@ def embedder(monkeypatch):
     return double
 
 
-@pytest.fixture(scope="module")
-def app():
-    application = typer.Typer()
-    register(application)
-    return application
-
-
-def invoke(app, *args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def test_counts_end_to_end_and_predict_roundtrip(app, tmp_path):
+def test_counts_end_to_end_and_predict_roundtrip(affinity_cli, tmp_path):
     out = tmp_path / "run"
-    result = invoke(app, "train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out)
+    result = affinity_cli("train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out)
     assert result.exit_code == 0, result.output
     assert "counts" in result.output and "RMSE" in result.output
     for name in ("forest.skops", "forest.json", "predictions.csv", "scatter.png", "metrics.json"):
@@ -85,32 +71,32 @@ def test_counts_end_to_end_and_predict_roundtrip(app, tmp_path):
     trained = pd.read_csv(out / "counts" / "predictions.csv").set_index("id")
     assert trained.loc["1hvr", "label"] == pytest.approx(9.5086)  # Ki=0.31nM
 
-    result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr", "-o", tmp_path / "p.csv")
+    result = affinity_cli("predict-affinity", out, FIXTURE / "1hvr", "-o", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     again = pd.read_csv(tmp_path / "p.csv").set_index("id")
     assert again.loc["1hvr", "prediction"] == trained.loc["1hvr", "prediction"]  # identical
     assert again.loc["1hvr", "label"] == pytest.approx(9.5086)  # from FIXTURE/index
     assert again.loc["1hvr", "ligand_source"] == "1hvr_ligand.sdf"
-    result = invoke(app, "predict-affinity", out, FIXTURE / "4zhl", "-o", tmp_path / "p.csv")
+    result = affinity_cli("predict-affinity", out, FIXTURE / "4zhl", "-o", tmp_path / "p.csv")
     assert result.exit_code == 1 and "already exists, kept" in result.output
     assert pd.read_csv(tmp_path / "p.csv").equals(again.reset_index())
     (tmp_path / "bad.sdf").write_text("garbage\n")
     broken = f"{FIXTURE / '1hvr' / '1hvr_protein.pdb'}:{tmp_path / 'bad.sdf'}"
-    result = invoke(app, "predict-affinity", out, broken)
+    result = affinity_cli("predict-affinity", out, broken)
     assert result.exit_code == 1 and "none of the 1 complex(es)" in result.output
 
     pair = f"{FIXTURE / '1a28' / '1a28_pocket.pdb'}:{FIXTURE / '1a28' / '1a28_ligand.sdf'}"
-    result = invoke(app, "predict-affinity", out / "counts", pair)
+    result = affinity_cli("predict-affinity", out / "counts", pair)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].startswith("id,prediction,forest_std")
     assert result.stdout.splitlines()[1].startswith(f"1a28,{trained.loc['1a28', 'prediction']:.4f}")
 
 
-def test_tampered_model_is_refused(app, tmp_path):
+def test_tampered_model_is_refused(affinity_cli, tmp_path):
     out = tmp_path / "run"
     assert (
-        invoke(
-            app, "train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out
+        affinity_cli(
+            "train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out
         ).exit_code
         == 0
     )
@@ -125,22 +111,22 @@ def test_tampered_model_is_refused(app, tmp_path):
         ("forest", meta["forest"] | {"seeds": [1, 2]}),
     ]:
         meta_path.write_text(json.dumps(meta | {key: value}))
-        result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr")
+        result = affinity_cli("predict-affinity", out, FIXTURE / "1hvr")
         assert result.exit_code == 1, key
         assert "forest.json: metadata_sha256 does not match" in result.output, key
         assert "Traceback" not in result.output
     meta_path.write_text(original)
     model = out / "counts" / "forest.skops"
     model.write_bytes(model.read_bytes() + b"\0")
-    result = invoke(app, "predict-affinity", out, FIXTURE / "1hvr")
+    result = affinity_cli("predict-affinity", out, FIXTURE / "1hvr")
     assert result.exit_code == 1
     assert "sha256 does not match forest.json" in result.output
 
 
-def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeypatch):
+def test_hae_and_counts_cache_and_weights_check(affinity_cli, tmp_path, embedder, monkeypatch):
     cache, out = tmp_path / "cache", tmp_path / "run"
     args = ["train-affinity", FIXTURE, "--features", "both", "--cache-dir", cache, *FAST]
-    result = invoke(app, *args, "--out", out)
+    result = affinity_cli(*args, "--out", out)
     assert result.exit_code == 0, result.output
     assert embedder.calls == 4 and len(list(cache.glob("*.npz"))) == 4
     summary = json.loads((out / "metrics.json").read_text())
@@ -154,17 +140,17 @@ def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeyp
         assert meta["split"]["test"] == hae_meta["split"]["test"]  # same split for both
 
     # other forest settings and aggregation: nothing is re-embedded
-    result = invoke(
-        app, *args, "--n-forests", "3", "--aggregate", "sum+count", "--out", out, "--overwrite"
+    result = affinity_cli(
+        *args, "--n-forests", "3", "--aggregate", "sum+count", "--out", out, "--overwrite"
     )
     assert result.exit_code == 0, result.output
     assert embedder.calls == 4
     assert json.loads((out / "metrics.json").read_text())["run"]["n_embeddings_from_cache"] == 4
     assert json.loads((out / "hae" / "forest.json").read_text())["n_features"] == 6
 
-    result = invoke(app, "predict-affinity", out, FIXTURE / "1gbt")
+    result = affinity_cli("predict-affinity", out, FIXTURE / "1gbt")
     assert result.exit_code == 1 and "holds 2 models (counts, hae)" in result.output
-    result = invoke(app, "predict-affinity", out / "hae", FIXTURE, "--cache-dir", cache)
+    result = affinity_cli("predict-affinity", out / "hae", FIXTURE, "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 5
     assert embedder.calls == 4  # all from the cache, which recorded the ligand files read
@@ -173,18 +159,18 @@ def test_hae_and_counts_cache_and_weights_check(app, tmp_path, embedder, monkeyp
 
     other = ElementCountEmbedder(sha256="cd" * 32)
     monkeypatch.setattr(features, "load_embedder", lambda weights, device: other)
-    result = invoke(app, "predict-affinity", out / "hae", FIXTURE / "1gbt")
+    result = affinity_cli("predict-affinity", out / "hae", FIXTURE / "1gbt")
     assert result.exit_code == 1
     assert "trained with weights test-double" in result.output and other.calls == 0
 
 
-def test_core_set_is_the_default_test_set(app, tmp_path):
+def test_core_set_is_the_default_test_set(affinity_cli, tmp_path):
     core = tmp_path / "CoreSet.dat"
     core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
     index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
     out = tmp_path / "run"
-    result = invoke(
-        app, "train-affinity", FIXTURE, "--index", index, "--index", core,
+    result = affinity_cli(
+        "train-affinity", FIXTURE, "--index", index, "--index", core,
         "--features", "counts", *FAST, "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -205,7 +191,7 @@ def _manifest(tmp_path, rows):
     return path
 
 
-def test_manifest_split_column_kfold_and_skipped_complexes(app, tmp_path):
+def test_manifest_split_column_kfold_and_skipped_complexes(affinity_cli, tmp_path):
     pdb_ids = ["1hvr", "1a28", "1gbt", "4zhl"] * 2
     rows = [(f"c{i}", p, 5.0 + i / 2, "train" if i < 6 else "test") for i, p in enumerate(pdb_ids)]
     manifest = _manifest(tmp_path, rows)
@@ -214,8 +200,8 @@ def test_manifest_split_column_kfold_and_skipped_complexes(app, tmp_path):
             f"broken,{FIXTURE / '1hvr' / '1hvr_protein.pdb'},{tmp_path / 'none.sdf'},7.0,train\n"
         )
     out = tmp_path / "run"
-    result = invoke(
-        app, "train-affinity", "--manifest", manifest, "--features", "counts", *FAST, "--out", out
+    result = affinity_cli(
+        "train-affinity", "--manifest", manifest, "--features", "counts", *FAST, "--out", out
     )
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "counts" / "forest.json").read_text())
@@ -226,8 +212,8 @@ def test_manifest_split_column_kfold_and_skipped_complexes(app, tmp_path):
     assert list(skipped["id"]) == ["broken"] and "file not found" in skipped["problem"][0]
 
     out2 = tmp_path / "cv"
-    result = invoke(
-        app, "train-affinity", "--manifest", manifest, "--split", "kfold", "--k-folds", "2",
+    result = affinity_cli(
+        "train-affinity", "--manifest", manifest, "--split", "kfold", "--k-folds", "2",
         "--features", "counts", *FAST, "--out", out2,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -239,26 +225,26 @@ def test_manifest_split_column_kfold_and_skipped_complexes(app, tmp_path):
     assert final["split"]["test"] == [] and len(final["split"]["train"]) == 7
 
 
-def test_bad_input_is_one_line_and_writes_nothing(app, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(affinity_cli, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,protein,ligand,label\n../../escape,a.pdb,b.sdf,1\n")
     out = tmp_path / "run"
-    result = invoke(
-        app, "train-affinity", "--manifest", manifest, "--features", "counts", "--out", out
+    result = affinity_cli(
+        "train-affinity", "--manifest", manifest, "--features", "counts", "--out", out
     )
     assert result.exit_code == 1
     assert "invalid complex id" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
 
     out.mkdir()
-    result = invoke(app, "train-affinity", FIXTURE, "--features", "counts", "--out", out)
+    result = affinity_cli("train-affinity", FIXTURE, "--features", "counts", "--out", out)
     assert result.exit_code == 1 and "already exists" in result.output
 
-    result = invoke(app, "predict-affinity", tmp_path, "x.pdb:y.sdf")
+    result = affinity_cli("predict-affinity", tmp_path, "x.pdb:y.sdf")
     assert result.exit_code == 1 and "not a train-affinity output" in result.output
 
 
-def test_unlabelled_and_unreadable_complexes_are_reported(app, tmp_path):
+def test_unlabelled_and_unreadable_complexes_are_reported(affinity_cli, tmp_path):
     data = tmp_path / "data"
     for pdb_id in ("1hvr", "1a28", "1gbt", "4zhl"):
         shutil.copytree(FIXTURE / pdb_id, data / pdb_id)
@@ -275,14 +261,14 @@ def test_unlabelled_and_unreadable_complexes_are_reported(app, tmp_path):
     shutil.copy(FIXTURE / "1a28" / "1a28_pocket.pdb", data / "6xyz" / "6xyz_pocket.pdb")
     shutil.copy(FIXTURE / "1a28" / "1a28_ligand.sdf", data / "6xyz" / "6xyz_ligand.sdf")
     out = tmp_path / "run"
-    result = invoke(app, "train-affinity", data, "--features", "counts", *FAST, "--out", out)
+    result = affinity_cli("train-affinity", data, "--features", "counts", *FAST, "--out", out)
     assert result.exit_code == 0, result.output
     assert "4 complexes featurised, 2 skipped" in result.output
     skipped = pd.read_csv(out / "skipped.csv").set_index("id")
     assert skipped.loc["5xyz", "stage"] == "ligand"
     assert skipped.loc["6xyz", "problem"] == "censored label Kd>10uM"
 
-    result = invoke(app, "predict-affinity", out, data)
+    result = affinity_cli("predict-affinity", out, data)
     assert result.exit_code == 3  # predictions written, some complexes skipped
     assert "skipped 5xyz (ligand)" in result.stderr
     assert sorted(line.split(",")[0] for line in result.stdout.splitlines()[1:]) == [
@@ -312,7 +298,7 @@ def test_counts_features_never_import_torch():
     assert result.stdout.strip() == "False"
 
 
-def test_no_ic50_drops_ic50_labels(app, tmp_path):
+def test_no_ic50_drops_ic50_labels(affinity_cli, tmp_path):
     index = tmp_path / "INDEX_ic50"
     index.write_text(
         (FIXTURE / "index" / "INDEX_fixture_PL_data.txt")
@@ -321,13 +307,13 @@ def test_no_ic50_drops_ic50_labels(app, tmp_path):
     )
     out = tmp_path / "run"
     args = ["train-affinity", FIXTURE, "--index", index, "--features", "counts", *FAST]
-    result = invoke(app, *args, "--no-ic50", "--split", "random", "--out", out)
+    result = affinity_cli(*args, "--no-ic50", "--split", "random", "--out", out)
     assert result.exit_code == 0, result.output
     skipped = pd.read_csv(out / "skipped.csv")
     assert list(skipped["id"]) == ["1gbt"] and skipped["problem"][0] == "measure IC50 excluded"
 
 
-def test_real_embedder_end_to_end(app, tmp_path):
+def test_real_embedder_end_to_end(affinity_cli, tmp_path):
     """With the real `holoprot.embedding.Embedder` (skipped until its weights are available)."""
     embed = pytest.importorskip("holoprot.embedding")
     try:
@@ -336,13 +322,13 @@ def test_real_embedder_end_to_end(app, tmp_path):
         pytest.skip(f"default weights unavailable: {exc}")
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = ["train-affinity", FIXTURE, "--features", "hae", "--device", "cpu", *FAST]
-    result = invoke(app, *args, "--n-forests", "1", "--cache-dir", cache, "--out", out)
+    result = affinity_cli(*args, "--n-forests", "1", "--cache-dir", cache, "--out", out)
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "hae" / "forest.json").read_text())
     assert meta["weights_sha256"] == embedder.weights_sha256
     assert meta["n_features"] == embedder.latent_dim
     trained = pd.read_csv(out / "hae" / "predictions.csv").set_index("id")
-    result = invoke(app, "predict-affinity", out, FIXTURE / "4zhl", "--cache-dir", cache)
+    result = affinity_cli("predict-affinity", out, FIXTURE / "4zhl", "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     predicted = result.stdout.splitlines()[1].split(",")
     assert predicted[:2] == ["4zhl", f"{trained.loc['4zhl', 'prediction']:.4f}"]

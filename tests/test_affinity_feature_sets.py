@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from holoprot.affinity import features as feats
-from holoprot.affinity.commands import register
 from holoprot.affinity.dataset import ComplexFiles, read_ligand
 from holoprot.affinity.linear import RidgeModel, load_ridge, save_ridge
 from holoprot.affinity.models import check_columns
@@ -113,21 +110,10 @@ def test_ridge_chooses_alpha_on_validation_and_round_trips(tmp_path):
         load_ridge(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def app():
-    application = typer.Typer()
-    register(application)
-    return application
-
-
-def invoke(app, *args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def test_several_feature_sets_and_regressors_then_column_checks(app, tmp_path):
+def test_several_feature_sets_and_regressors_then_column_checks(affinity_cli, tmp_path):
     out = tmp_path / "run"
-    result = invoke(
-        app, "train-affinity", FIXTURE, "--features", "counts,zernike-l0", "--regressor", "rf",
+    result = affinity_cli(
+        "train-affinity", FIXTURE, "--features", "counts,zernike-l0", "--regressor", "rf",
         "--regressor", "ridge", *FAST, "--split", "random", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -141,7 +127,7 @@ def test_several_feature_sets_and_regressors_then_column_checks(app, tmp_path):
     assert forest_meta["feature_columns"] == feats.feature_columns("counts")
     assert forest_meta["regressor"] == "rf"
 
-    result = invoke(app, "predict-affinity", out / "zernike-l0-ridge", FIXTURE)
+    result = affinity_cli("predict-affinity", out / "zernike-l0-ridge", FIXTURE)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and lines[0].startswith("id,prediction")
@@ -150,19 +136,19 @@ def test_several_feature_sets_and_regressors_then_column_checks(app, tmp_path):
     # column check rather than the seal's)
     meta["feature_columns"] = meta["feature_columns"][::-1]
     (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(seal(meta)))
-    result = invoke(app, "predict-affinity", out / "zernike-l0-ridge", FIXTURE)
+    result = affinity_cli("predict-affinity", out / "zernike-l0-ridge", FIXTURE)
     assert result.exit_code == 1 and "another order" in result.output
     meta["feature_set"] = "esm"
     (out / "zernike-l0-ridge" / "ridge.json").write_text(json.dumps(seal(meta)))
-    result = invoke(app, "predict-affinity", out / "zernike-l0-ridge", FIXTURE)
+    result = affinity_cli("predict-affinity", out / "zernike-l0-ridge", FIXTURE)
     assert result.exit_code == 1 and "which this holoprot cannot build" in result.output
     assert "Traceback" not in result.output
 
 
-def test_cluster_cv_saves_its_clusters_and_reuses_them(app, tmp_path):
+def test_cluster_cv_saves_its_clusters_and_reuses_them(affinity_cli, tmp_path):
     out = tmp_path / "run"
     args = ["train-affinity", FIXTURE, "--features", "counts", "--regressor", "ridge"]
-    result = invoke(app, *args, "--split", "cluster-cv", "--k-folds", "2", "--out", out)
+    result = affinity_cli(*args, "--split", "cluster-cv", "--k-folds", "2", "--out", out)
     assert result.exit_code == 0, result.output
     clusters = pd.read_csv(out / "clusters" / "clusters.csv")
     assert sorted(clusters["id"]) == ["1a28", "1gbt", "1hvr", "4zhl"]
@@ -172,8 +158,8 @@ def test_cluster_cv_saves_its_clusters_and_reuses_them(app, tmp_path):
     predicted = pd.read_csv(out / "counts-ridge" / "predictions.csv")
     assert len(folds) == 2 and sorted(predicted["id"]) == sorted(clusters["id"])  # each once
     again = tmp_path / "again"
-    result = invoke(
-        app, *args, "--split", "cluster-cv", "--clusters", out / "clusters", "--out", again
+    result = affinity_cli(
+        *args, "--split", "cluster-cv", "--clusters", out / "clusters", "--out", again
     )
     assert result.exit_code == 0, result.output
     assert (again / "clusters" / "clusters.csv").read_text() == (
@@ -181,20 +167,20 @@ def test_cluster_cv_saves_its_clusters_and_reuses_them(app, tmp_path):
     ).read_text()
 
 
-def test_core_split_tests_on_the_core_set(app, tmp_path):
+def test_core_split_tests_on_the_core_set(affinity_cli, tmp_path):
     core = tmp_path / "CoreSet.dat"
     core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
     index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
     out = tmp_path / "run"
-    result = invoke(
-        app, "train-affinity", FIXTURE, "--index", index, "--index", core, "--split", "core",
+    result = affinity_cli(
+        "train-affinity", FIXTURE, "--index", index, "--index", core, "--split", "core",
         "--features", "counts", "--regressor", "ridge", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "counts-ridge" / "ridge.json").read_text())
     assert meta["split_name"] == "core" and meta["split"]["test"] == ["1hvr"]
-    result = invoke(
-        app, "train-affinity", FIXTURE, "--index", index, "--split", "core", "--features",
+    result = affinity_cli(
+        "train-affinity", FIXTURE, "--index", index, "--split", "core", "--features",
         "counts", "--out", tmp_path / "none",
     )  # fmt: skip
     assert result.exit_code == 1 and "no CASF core complex" in result.output
