@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from holoprot.errors import HoloprotError, InputError
+from holoprot.reporting import print_error
 
 if TYPE_CHECKING:  # imported by the functions that use them, to keep `holoprot --help` fast
     from rich.progress import Progress
@@ -434,7 +435,7 @@ def train_affinity(
             console.print(metrics_table({folder: shown}, f"{folder}: {summary[folder]['split']}"))
         console.print(f"wrote {out}")
     except HoloprotError as exc:
-        _print_line(Text.assemble(("error: ", "red"), str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 
@@ -655,7 +656,7 @@ def predict_affinity(
         if failures:
             raise typer.Exit(EXIT_SKIPPED)
     except HoloprotError as exc:
-        _print_line(Text.assemble(("error: ", "red"), str(exc)))
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 
