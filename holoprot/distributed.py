@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError
 from holoprot.pipeline import ProjectionSettings, project_file
-from holoprot.tables import IDENTITY_SCHEMA, vector_array, vector_field
+from holoprot.tables import IDENTITY_SCHEMA, repeated_string, vector_array, vector_field
 
 ERROR_COLUMN = "error"
 PART_PREFIX = "part-"
@@ -122,7 +122,7 @@ def _project_one(source: str, settings: ProjectionSettings, schema: pa.Schema) -
                 item = project_file(local, settings)
             except HoloprotError as exc:
                 raise HoloprotError(str(exc).replace(str(local), source)) from None
-        paths = pa.array([source] * item.identity.num_rows, pa.string())
+        paths = repeated_string(source, item.identity.num_rows)
         item = type(item)(
             source,
             item.identity.set_column(1, "source_path", paths),

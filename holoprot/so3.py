@@ -8,22 +8,41 @@ laid out irrep-block by irrep-block, then channel, then ``m``. Rotating the unde
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from holoprot._e3nn import o3
+__all__ = ["irreps_ls", "parse_irreps", "rotate_flat", "wigner_d_blocks"]
 
-__all__ = ["irreps_ls", "rotate_flat", "wigner_d_blocks"]
-
-
-def _parse(irreps: str | o3.Irreps) -> list[tuple[int, int]]:
-    return [(mul, ir.l) for mul, ir in o3.Irreps(irreps)]
+_IRREP = re.compile(r"(?:(\d+)\s*x\s*)?(\d+)\s*([eoy])")
 
 
-def irreps_ls(irreps: str | o3.Irreps) -> np.ndarray:
+def parse_irreps(irreps: object) -> list[tuple[int, int, int]]:
+    """``(mul, l, parity)`` per block of an irreps string in e3nn's syntax (``"44x0e+40x1e"``;
+    a missing multiplicity is 1, parity ``e`` = +1, ``o`` = −1, ``y`` = (−1)^l), without
+    importing e3nn; e3nn ``Irreps`` objects are read through their string form. ValueError
+    for anything else."""
+    text = str(irreps).strip()
+    if not text:
+        return []
+    out = []
+    for part in text.split("+"):
+        match = _IRREP.fullmatch(part.strip())
+        if match is None:
+            raise ValueError(f"{irreps!r} is not an irreps string (block {part.strip()!r})")
+        mul, l, p = int(match.group(1) or 1), int(match.group(2)), match.group(3)
+        out.append((mul, l, {"e": 1, "o": -1}.get(p, (-1) ** l)))
+    return out
+
+
+def _parse(irreps: object) -> list[tuple[int, int]]:
+    return [(mul, l) for mul, l, _ in parse_irreps(irreps)]
+
+
+def irreps_ls(irreps: object) -> np.ndarray:
     """Degree ``l`` of every index of the flat signal: ``(dim,)`` int64 array."""
     parts = [np.full(mul * (2 * l + 1), l, dtype=np.int64) for mul, l in _parse(irreps)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -48,13 +67,15 @@ def wigner_d_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     """
     if R.shape != (3, 3):
         raise ValueError(f"R must have shape (3, 3), got {tuple(R.shape)}")
+    from holoprot._e3nn import o3
+
     R64 = R.detach().to(torch.float64)
     with _default_dtype(torch.float64):
         alpha, beta, gamma = o3.matrix_to_angles(R64)
         return [o3.wigner_D(l, alpha, beta, gamma).to(R.device) for l in range(lmax + 1)]
 
 
-def rotate_flat(x: torch.Tensor, irreps: str | o3.Irreps, R: torch.Tensor) -> torch.Tensor:
+def rotate_flat(x: torch.Tensor, irreps: object, R: torch.Tensor) -> torch.Tensor:
     """Rotate flat signals ``x (B, dim)``: returns ``x · blockdiag(D)ᵀ`` in ``x``'s dtype."""
     parsed = _parse(irreps)
     lmax = max((l for _, l in parsed), default=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,8 +57,47 @@ def vector_array(values: np.ndarray, dtype: str = "float32") -> pa.FixedSizeList
         if values.size and np.abs(values).max() > FLOAT16_MAX:
             raise ValueError(f"values up to {np.abs(values).max():.3g} exceed float16's range")
         values = values.astype(np.float16)
-    flat = pa.array(values.reshape(-1), type=VECTOR_TYPES[dtype])
-    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    return pa.FixedSizeListArray.from_arrays(numeric_array(values.reshape(-1)), values.shape[1])
+
+
+def numeric_array(values: np.ndarray) -> pa.Array:
+    """(n,) NumPy numbers or bools → Arrow array of the same type, without ``pa.array``.
+
+    ``pa.array`` imports pandas on first use (≈ 0.2 s of every command's start-up) to ask whether
+    the input is a pandas object; these builders hand NumPy's buffer to Arrow directly instead
+    (zero-copy for numbers; bools are bit-packed as Arrow stores them).
+    """
+    values = np.ascontiguousarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"expected a 1-d array, got shape {values.shape}")
+    if values.dtype == np.bool_:
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    arrow_type = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def string_array(values: Sequence[str] | np.ndarray) -> pa.StringArray:
+    """Strings → Arrow string array (no nulls), without ``pa.array`` (see `numeric_array`)."""
+    encoded = [str(v).encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        raise ValueError("string column exceeds 2 GiB")
+    return pa.StringArray.from_buffers(
+        len(encoded), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))
+    )
+
+
+def repeated_string(value: str, n: int) -> pa.StringArray:
+    """`value` n times as an Arrow string array (see `string_array`)."""
+    data = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    if offsets[-1] >= 2**31:
+        raise ValueError("string column exceeds 2 GiB")
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data * n)
+    )
 
 
 def identity_columns(structure: Structure, nbh: Neighborhoods) -> dict[str, pa.Array]:
@@ -65,15 +105,15 @@ def identity_columns(structure: Structure, nbh: Neighborhoods) -> dict[str, pa.A
     res = nbh.residue_index
     n = len(res)
     return {
-        "structure_id": pa.array([structure.id] * n, pa.string()),
-        "source_path": pa.array([str(structure.path)] * n, pa.string()),
-        "model": pa.array(np.full(n, structure.model, np.int32)),
-        "chain": pa.array(structure.chain[res].astype(str), pa.string()),
-        "residue_number": pa.array(structure.seq_num[res].astype(np.int32)),
-        "insertion_code": pa.array(structure.icode[res].astype(str), pa.string()),
-        "residue_name": pa.array(structure.res_name[res].astype(str), pa.string()),
-        "nonstandard": pa.array(~structure.is_standard[res]),
-        "atom_count": pa.array(nbh.n_atoms.astype(np.int32)),
+        "structure_id": repeated_string(structure.id, n),
+        "source_path": repeated_string(str(structure.path), n),
+        "model": numeric_array(np.full(n, structure.model, np.int32)),
+        "chain": string_array(structure.chain[res]),
+        "residue_number": numeric_array(structure.seq_num[res].astype(np.int32)),
+        "insertion_code": string_array(structure.icode[res]),
+        "residue_name": string_array(structure.res_name[res]),
+        "nonstandard": numeric_array(~structure.is_standard[res]),
+        "atom_count": numeric_array(nbh.n_atoms.astype(np.int32)),
     }
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import ALTLOC, LARGE, MMCIF, MSE
 
+import holoprot.neighborhoods as nbmod
 from holoprot.neighborhoods import MIN_DISTANCE, extract_neighborhoods
 from holoprot.structure import Structure, read_structure
 
@@ -210,3 +211,26 @@ def test_large_structure_has_a_neighbourhood_per_residue():
     nb = extract_neighborhoods(s)
     assert len(nb) > 6000
     assert len(nb) + len(nb.skipped) == int(s.is_amino_acid.sum())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 2048])
+def test_grid_pairs_equal_all_pairs_brute_force(monkeypatch, chunk):
+    """The grid search finds exactly the pairs a full distance matrix finds, sorted by (centre,
+    point): random clouds of every density, chunked centres, centres outside the points' box,
+    and two clusters 10⁹ Å apart (the key-overflow guard)."""
+    monkeypatch.setattr(nbmod, "_CENTRE_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    cases = []
+    for _ in range(60):
+        scale = rng.uniform(0.1, 40)
+        points = rng.normal(size=(int(rng.integers(1, 300)), 3)) * scale
+        centres = rng.normal(size=(int(rng.integers(1, 40)), 3)) * scale * rng.uniform(0.5, 2)
+        cases.append((centres, points, float(rng.uniform(0.01, 20))))
+    far = np.concatenate([rng.normal(size=(50, 3)), rng.normal(size=(50, 3)) + 1e9])
+    cases.append((far[::5], far, 2.0))
+    for centres, points, radius in cases:
+        reach = radius * (1 + 1e-9) + 1e-9
+        d2 = sum((centres[:, None, a] - points[None, :, a]) ** 2 for a in range(3))
+        expected = np.nonzero(d2 <= reach * reach)
+        got = nbmod._pairs_within(centres, points, radius)
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])

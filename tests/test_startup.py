@@ -28,7 +28,10 @@ def modules_after(code: str) -> dict:
         sys.path.insert(0, {str(ROOT)!r})
 
         def report():
-            names = ("torch", "torch._dynamo", "e3nn", "pandas", "scipy", "sklearn")
+            names = (
+                "torch", "torch._dynamo", "e3nn", "pandas", "scipy", "scipy.spatial",
+                "sklearn", "networkx", "sympy",
+            )
             sys.__stdout__.write("MODULES " + json.dumps({{n: n in sys.modules for n in names}}))
 
         atexit.register(report)
@@ -74,6 +77,25 @@ def test_zernike_command_imports_no_torch(tmp_path: Path) -> None:
         """
     )
     assert out.exists() and not loaded["torch"], loaded
+
+
+def test_embed_command_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """`holoprot embed` of one file: no pandas (Arrow arrays built from buffers), no scipy.spatial
+    (grid neighbour search), no e3nn/sympy (shipped CG table), no networkx (own Kruskal)."""
+    out = tmp_path / "e.parquet"
+    loaded = modules_after(
+        f"""
+        sys.argv = ["holoprot", "embed", {str(EXAMPLES / "1hvr.pdb")!r}, "-o", {str(out)!r}]
+        from holoprot.cli import main
+        try:
+            main()
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        """
+    )
+    assert out.exists() and loaded["torch"], loaded
+    for name in ("pandas", "scipy.spatial", "e3nn", "sympy", "networkx", "torch._dynamo"):
+        assert not loaded[name], (name, loaded)
 
 
 def test_model_imports_e3nn_without_dynamo() -> None:

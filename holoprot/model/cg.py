@@ -1,7 +1,9 @@
 """Clebsch–Gordan tensors and the tensor-product path rules of the H-(V)AE.
 
 CG tensors are e3nn's ``o3.wigner_3j(l1, l2, l3)`` (real basis consistent with e3nn's spherical
-harmonics and ``wigner_D``; Frobenius norm 1), computed in float64 and cached in memory only.
+harmonics and ``wigner_D``; Frobenius norm 1) in float64: read from a table shipped with the
+package for degrees up to ``CG_TABLE_LMAX`` (e3nn's import, with sympy, and the solves cost ≈ 0.5 s
+of every model's start-up), computed with e3nn above it; cached in memory.
 
 A *path* ``(l1, l2) → l3`` of the elementwise tensor-product nonlinearity maps channel ``c`` of
 degrees ``l1`` and ``l2`` to channel ``c`` of degree ``l3``::
@@ -17,19 +19,46 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 
-import networkx as nx
+import numpy as np
 import torch
 
-from holoprot._e3nn import o3
-
-__all__ = ["LS_RULES", "clebsch_gordan", "tp_paths"]
+__all__ = ["CG_TABLE", "CG_TABLE_LMAX", "LS_RULES", "clebsch_gordan", "solve_cg_table", "tp_paths"]
 
 LS_RULES = ("efficient", "full")
+
+#: `solve_cg_table(CG_TABLE_LMAX)` as solved once and shipped (tests/test_so3.py checks it
+#: against a fresh e3nn solve, bit for bit).
+CG_TABLE = Path(__file__).parents[1] / "data" / "wigner_3j.npz"
+CG_TABLE_LMAX = 6
+
+
+def solve_cg_table(lmax: int) -> dict[str, np.ndarray]:
+    """e3nn's ``wigner_3j(l1, l2, l3)`` in float64 for every coupling with all degrees <= lmax,
+    keyed ``"l1_l2_l3"``."""
+    from holoprot._e3nn import o3
+
+    return {
+        f"{l1}_{l2}_{l3}": o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu").numpy()
+        for l1 in range(lmax + 1)
+        for l2 in range(lmax + 1)
+        for l3 in range(abs(l1 - l2), min(l1 + l2, lmax) + 1)
+    }
+
+
+@functools.cache
+def _shipped_cg_table() -> dict[str, np.ndarray]:
+    with np.load(CG_TABLE, allow_pickle=False) as table:
+        return {name: table[name] for name in table.files}
 
 
 @functools.cache
 def _wigner_3j_f64(l1: int, l2: int, l3: int) -> torch.Tensor:
+    if max(l1, l2, l3) <= CG_TABLE_LMAX:
+        return torch.from_numpy(_shipped_cg_table()[f"{l1}_{l2}_{l3}"])
+    from holoprot._e3nn import o3
+
     return o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu")
 
 
@@ -38,6 +67,32 @@ def clebsch_gordan(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(f"({l1}, {l2}) cannot couple to {l3}")
     return _wigner_3j_f64(l1, l2, l3).to(dtype=dtype, copy=True)
+
+
+def _minimum_spanning_edges(
+    n_nodes: int, edges: Sequence[tuple[int, int, int]]
+) -> list[tuple[int, int]]:
+    """Kruskal's minimum spanning forest of ``(u, v, weight)`` edges on nodes ``0..n_nodes-1``.
+
+    Ties in weight are taken in (u, v) order, as networkx's ``minimum_spanning_edges`` (which
+    the reference uses) takes edges inserted in that order: the same forest, without importing
+    networkx (≈ 0.1 s).
+    """
+    parent = list(range(n_nodes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    forest = []
+    for u, v, _ in sorted(edges, key=lambda e: (e[2], e[0], e[1])):
+        ru, rv = root(u), root(v)
+        if ru != rv:
+            parent[ru] = rv
+            forest.append((u, v))
+    return forest
 
 
 def _connections(
@@ -64,13 +119,13 @@ def _connections(
     # pairs stored as (max, min), sorted; the nested dict is filled l3 by l3.
     lmax_in = max(ls_in)
     for l3 in ls_out:
-        graph = nx.Graph()
-        graph.add_nodes_from(range(lmax_in + 1))
-        for l1 in ls_in:
-            for l2 in ls_in:
-                if l1 < l2 and abs(l1 - l2) <= l3 <= l1 + l2:
-                    graph.add_edge(l1, l2, weight=(2 * l1 + 1) * (2 * l2 + 1))
-        pairs = {(max(u, v), min(u, v)) for u, v in nx.minimum_spanning_edges(graph, data=False)}
+        edges = [
+            (l1, l2, (2 * l1 + 1) * (2 * l2 + 1))
+            for l1 in ls_in
+            for l2 in ls_in
+            if l1 < l2 and abs(l1 - l2) <= l3 <= l1 + l2
+        ]
+        pairs = {(max(u, v), min(u, v)) for u, v in _minimum_spanning_edges(lmax_in + 1, edges)}
         pairs |= {(l, l) for l in ls_in if l3 <= 2 * l}
         for l1, l2 in sorted(pairs):
             connections.setdefault(l1, {}).setdefault(l2, []).append(l3)

@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from holoprot._e3nn import o3
 from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
+from holoprot.so3 import parse_irreps
 
 __all__ = ["HVAE", "HVAEConfig", "HVAEOutput", "gram_schmidt_frame", "hvae_loss"]
 
@@ -44,11 +44,11 @@ class HVAEConfig:
         object.__setattr__(self, "ch_sizes", tuple(self.ch_sizes))
         object.__setattr__(self, "lmax_list", tuple(self.lmax_list))
         try:
-            irreps = o3.Irreps(self.irreps_in)
-        except (ValueError, AssertionError) as exc:
+            irreps = parse_irreps(self.irreps_in)
+        except ValueError as exc:
             raise ValueError(f"irreps_in {self.irreps_in!r} is not an irreps string") from exc
-        ls = [ir.l for _, ir in irreps]
-        if any(ir.p != 1 for _, ir in irreps) or ls != list(range(len(ls))) or not ls:
+        ls = [l for _, l, _ in irreps]
+        if any(p != 1 for _, _, p in irreps) or ls != list(range(len(ls))) or not ls:
             raise ValueError(
                 "irreps_in must be 'Ax0e+Bx1e+…' with l = 0, 1, … once each,"
                 f" got {self.irreps_in!r}"
@@ -91,7 +91,7 @@ class HVAEConfig:
     @property
     def irreps(self) -> dict[int, int]:
         """Data irreps as ``{l: multiplicity}``."""
-        return {ir.l: mul for mul, ir in o3.Irreps(self.irreps_in)}
+        return {l: mul for mul, l, _ in parse_irreps(self.irreps_in)}
 
     @property
     def lmax(self) -> int:
