@@ -419,14 +419,15 @@ class ZernikeBasis:
         n_segments: int,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        """The numba backend of :meth:`project`, with as many threads as torch uses."""
+        """The numba backend of :meth:`project`, with as many threads as torch uses (one for
+        fewer than 64 neighbourhoods, where a parallel launch costs more than it saves)."""
         import torch
 
         from holoprot.devices import set_numba_threads
 
         keep = (channel >= 0).cpu().numpy()
         seg = segment.cpu().numpy()[keep]
-        set_numba_threads(torch.get_num_threads())
+        set_numba_threads(torch.get_num_threads() if n_segments >= 64 else 1)
         xyz, ch = coords.cpu().numpy()[keep], channel.cpu().numpy()[keep]
         out = self.project_arrays(xyz, ch, seg, n_segments)
         return torch.from_numpy(out).to(device=coords.device, dtype=dtype)

@@ -11,7 +11,7 @@ import torch
 
 from holoprot.model.cg import clebsch_gordan
 from holoprot.model.hvae import HVAE, HVAEConfig, gram_schmidt_frame
-from holoprot.model.layers import TensorProductNonlinearity
+from holoprot.model.layers import PARALLEL_MIN_ELEMENTS, TensorProductNonlinearity, _tp_threads
 from holoprot.model.reference import load_reference_state
 from holoprot.so3 import rotate_flat
 
@@ -177,10 +177,12 @@ def test_tensor_product_auto_backend_falls_back_to_torch_for_other_dtypes() -> N
 
 def test_tensor_product_numba_is_independent_of_thread_count() -> None:
     """Samples are independent parallel iterations: 1 and 2 threads give bitwise-equal outputs
-    and gradients (a race between samples would not)."""
+    and gradients (a race between samples would not). The input is above
+    PARALLEL_MIN_ELEMENTS, so the 2-thread run is parallel."""
     tp = TensorProductNonlinearity(8, list(range(7)), list(range(7)), "efficient")
     gen = torch.Generator().manual_seed(2)
-    x = [torch.randn(2 * l + 1, 64, 8, generator=gen, requires_grad=True) for l in range(7)]
+    x = [torch.randn(2 * l + 1, 256, 8, generator=gen, requires_grad=True) for l in range(7)]
+    assert torch.cat(x).numel() >= PARALLEL_MIN_ELEMENTS
     results = []
     threads = torch.get_num_threads()
     try:
@@ -194,3 +196,9 @@ def test_tensor_product_numba_is_independent_of_thread_count() -> None:
     (out1, grad1), (out2, grad2) = results
     assert all(torch.equal(out1[l], out2[l]) for l in out1)
     assert all(torch.equal(a, b) for a, b in zip(grad1, grad2, strict=True))
+
+
+def test_small_tensor_products_run_on_one_thread() -> None:
+    threads = torch.get_num_threads()
+    assert _tp_threads(torch.zeros(PARALLEL_MIN_ELEMENTS - 1)) == 1
+    assert _tp_threads(torch.zeros(PARALLEL_MIN_ELEMENTS)) == threads

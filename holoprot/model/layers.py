@@ -33,6 +33,11 @@ __all__ = [
 Irreps = Mapping[int, int]
 Feature = dict[int, Tensor]
 
+#: Inputs of the numba tensor product with fewer elements run on one thread: for them, a parallel
+#: launch costs more than it saves, and on a busy machine every launch waits for a descheduled
+#: thread (a gradcheck of 588 inputs took > 30 min beside one CPU-bound process, seconds alone).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
 #: The sparse tensor product drops CG entries at or below this magnitude (e3nn's float64
 #: ``wigner_3j`` gives exact zeros there; its nonzero entries are ≥ 5.7e-3 up to lmax 6).
 CG_ZERO = 1e-13
@@ -319,6 +324,11 @@ class _SparseTerms:
         return self.row1, self.row2, coef, self.group_start, self.group_m, self.group_path
 
 
+def _tp_threads(x: Tensor) -> int:
+    """Threads of the numba tensor product on input `x`: torch's, or one for small inputs."""
+    return torch.get_num_threads() if x.numel() >= PARALLEL_MIN_ELEMENTS else 1
+
+
 class _SparseTensorProduct(torch.autograd.Function):
     """``x (R, B, C) → ((2l3+1, B, P·C) per l3)`` with :mod:`holoprot.model._tp_cpu`, one
     kernel call per output degree (separate tensors, so no buffer of all degrees is allocated
@@ -333,7 +343,7 @@ class _SparseTensorProduct(torch.autograd.Function):
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"the numba tensor product needs float32 or float64, got {x.dtype}")
         _, batch, chans = x.shape
-        set_numba_threads(torch.get_num_threads())
+        set_numba_threads(_tp_threads(x))
         x_np, tables = x.detach().numpy(), terms.tables(x.dtype)
         outs = []
         for l3, pairs in paths.items():
@@ -352,7 +362,7 @@ class _SparseTensorProduct(torch.autograd.Function):
 
         (x,) = ctx.saved_tensors
         grad_x = torch.zeros_like(x)
-        set_numba_threads(torch.get_num_threads())
+        set_numba_threads(_tp_threads(x))
         x_np, tables = x.detach().numpy(), ctx.terms.tables(x.dtype)
         for l3, grad in zip(ctx.l3s, grads, strict=True):
             tp_backward(
