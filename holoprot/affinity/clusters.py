@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 from holoprot.affinity import splits as sp
 from holoprot.affinity.dataset import ComplexFiles, Failure, collect_failure, read_ligand
 from holoprot.affinity.preparation import read_protein
+from holoprot.disjoint_sets import DisjointSets
 from holoprot.errors import HoloprotError, InputError
 from holoprot.structure import Structure
 
@@ -126,17 +127,10 @@ class Clusters:
 
 
 def _components(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(n)
     for i, j in edges:
-        parent[find(i)] = find(j)
-    roots = [find(i) for i in range(n)]
+        sets.union(i, j)
+    roots = [sets.find(i) for i in range(n)]
     _, labels = np.unique(roots, return_inverse=True)
     return labels
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from holoprot.disjoint_sets import DisjointSets
+
 __all__ = ["CG_TABLE", "CG_TABLE_LMAX", "LS_RULES", "clebsch_gordan", "solve_cg_table", "tp_paths"]
 
 LS_RULES = ("efficient", "full")
@@ -78,21 +80,9 @@ def _minimum_spanning_edges(
     the reference uses) takes edges inserted in that order: the same forest, without importing
     networkx (≈ 0.1 s).
     """
-    parent = list(range(n_nodes))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    forest = []
-    for u, v, _ in sorted(edges, key=lambda e: (e[2], e[0], e[1])):
-        ru, rv = root(u), root(v)
-        if ru != rv:
-            parent[ru] = rv
-            forest.append((u, v))
-    return forest
+    sets = DisjointSets(n_nodes)
+    ordered = sorted(edges, key=lambda e: (e[2], e[0], e[1]))
+    return [(u, v) for u, v, _ in ordered if sets.union(u, v)]
 
 
 def _connections(
