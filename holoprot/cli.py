@@ -392,6 +392,7 @@ def embed_on_ray(
     """`holoprot embed --engine ray`: a Parquet dataset in the folder `output`; failed inputs
     are listed (exit status 3) and never stop the run."""
     from holoprot.distributed import embed_dataset
+    from holoprot.validation import parse_chains
 
     with user_errors():
         if engine != "ray":
@@ -402,7 +403,7 @@ def embed_on_ray(
             output,
             weights,
             frames=frames,
-            chains=[c.strip() for c in chains.split(",") if c.strip()] if chains else None,
+            chains=parse_chains(chains),
             model=model,
             address=address,
             workers=workers,
