@@ -21,7 +21,7 @@ COMMANDS = ["zernike", "embed", "train", "train-affinity", "predict-affinity"]
 
 
 def modules_after(code: str) -> dict:
-    """Run `code` in a fresh interpreter; which heavy modules it imported."""
+    """Run `code` in a fresh interpreter (it must exit 0); which heavy modules it imported."""
     script = textwrap.dedent(
         f"""
         import atexit, json, sys
@@ -44,37 +44,36 @@ def modules_after(code: str) -> dict:
         timeout=300,
         cwd=ROOT,
     )
+    assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines()[::-1] if "MODULES " in x)
     return json.loads(line.split("MODULES ", 1)[1])
 
 
-@pytest.mark.parametrize("command", [None, *COMMANDS])
-def test_help_imports_no_torch(command: str | None) -> None:
-    argv = ["holoprot", "--help"] if command is None else ["holoprot", command, "--help"]
-    loaded = modules_after(
+def modules_after_command(argv: list[str]) -> dict:
+    """`modules_after` of the `holoprot` command line `argv`, which must succeed."""
+    return modules_after(
         f"""
         sys.argv = {argv!r}
-        from holoprot.cli import main
-        try:
-            main()
-        except SystemExit:
-            pass
-        """
-    )
-    assert not loaded["torch"] and not loaded["pandas"] and not loaded["sklearn"], loaded
-
-
-def test_zernike_command_imports_no_torch(tmp_path: Path) -> None:
-    out = tmp_path / "z.parquet"
-    loaded = modules_after(
-        f"""
-        sys.argv = ["holoprot", "zernike", {str(EXAMPLES / "1hvr.pdb")!r}, "-o", {str(out)!r}]
         from holoprot.cli import main
         try:
             main()
         except SystemExit as exc:
             assert not exc.code, exc.code
         """
+    )
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_no_torch(command: str | None) -> None:
+    argv = ["holoprot", "--help"] if command is None else ["holoprot", command, "--help"]
+    loaded = modules_after_command(argv)
+    assert not loaded["torch"] and not loaded["pandas"] and not loaded["sklearn"], loaded
+
+
+def test_zernike_command_imports_no_torch(tmp_path: Path) -> None:
+    out = tmp_path / "z.parquet"
+    loaded = modules_after_command(
+        ["holoprot", "zernike", str(EXAMPLES / "1hvr.pdb"), "-o", str(out)]
     )
     assert out.exists() and not loaded["torch"], loaded
 
@@ -83,15 +82,8 @@ def test_embed_command_imports_only_what_it_needs(tmp_path: Path) -> None:
     """`holoprot embed` of one file: no pandas (Arrow arrays built from buffers), no scipy.spatial
     (grid neighbour search), no e3nn/sympy (shipped CG table), no networkx (own Kruskal)."""
     out = tmp_path / "e.parquet"
-    loaded = modules_after(
-        f"""
-        sys.argv = ["holoprot", "embed", {str(EXAMPLES / "1hvr.pdb")!r}, "-o", {str(out)!r}]
-        from holoprot.cli import main
-        try:
-            main()
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-        """
+    loaded = modules_after_command(
+        ["holoprot", "embed", str(EXAMPLES / "1hvr.pdb"), "-o", str(out)]
     )
     assert out.exists() and loaded["torch"], loaded
     for name in ("pandas", "scipy.spatial", "e3nn", "sympy", "networkx", "torch._dynamo"):
