@@ -82,21 +82,21 @@ def string_array(values: Sequence[str] | np.ndarray) -> pa.StringArray:
     encoded = [str(v).encode() for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        raise ValueError("string column exceeds 2 GiB")
-    return pa.StringArray.from_buffers(
-        len(encoded), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))
-    )
+    return _utf8_array(offsets, b"".join(encoded))
 
 
 def repeated_string(value: str, n: int) -> pa.StringArray:
     """`value` n times as an Arrow string array (see `string_array`)."""
     data = value.encode()
-    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    return _utf8_array(np.arange(n + 1, dtype=np.int64) * len(data), data * n)
+
+
+def _utf8_array(offsets: np.ndarray, data: bytes) -> pa.StringArray:
+    """Arrow string array from (n + 1,) int64 byte offsets into UTF-8 `data`."""
     if offsets[-1] >= 2**31:
         raise ValueError("string column exceeds 2 GiB")
     return pa.StringArray.from_buffers(
-        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data * n)
+        len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)
     )
 
 
