@@ -229,6 +229,28 @@ def same_type_fraction(db: np.ndarray, q: np.ndarray, names_db, names_q, metric:
     return float((names_db[hits] == names_q[:, None]).mean())
 
 
+def identity_keys(table) -> list[tuple]:
+    """(structure_id, chain, residue_number, insertion_code) of every row of an identity table."""
+    t = table.to_pydict()
+    columns = ("structure_id", "chain", "residue_number", "insertion_code")
+    return list(zip(*(t[c] for c in columns), strict=True))
+
+
+def chance_agreement(names_db: np.ndarray, names_q: np.ndarray) -> float:
+    """Probability that a random database residue has a random query residue's type."""
+    return sum(np.mean(names_db == r) * np.mean(names_q == r) for r in np.unique(names_db))
+
+
+def print_type_rows(label: str, data: np.ndarray, inputs: str, db, q, names) -> None:
+    """One table row per metric: fraction of same-type 10-NN, beside chance."""
+    chance = chance_agreement(names[db], names[q])
+    for metric in ("cosine", "euclidean"):
+        f = same_type_fraction(data[db], data[q], names[db], names[q], metric)
+        print(
+            row(f"{label}, {metric}", inputs, f"{len(q)}", f"{f:.3f}", f"{chance:.3f}"), flush=True
+        )
+
+
 def l0_coefficients(paths: list[str]):
     """Identity (structure_id, chain, number, icode) keys and (n, 44) l = 0 coefficients."""
     from holoprot.pipeline import ProjectionSettings, project_file
@@ -238,12 +260,7 @@ def l0_coefficients(paths: list[str]):
     keys, coeffs = [], []
     for p in paths:
         f = project_file(p, settings)
-        t = f.identity.to_pydict()
-        keys += list(
-            zip(
-                t["structure_id"], t["chain"], t["residue_number"], t["insertion_code"], strict=True
-            )
-        )
+        keys += identity_keys(f.identity)
         coeffs.append(f.coefficients[:, l0])
     return keys, np.concatenate(coeffs)
 
@@ -252,20 +269,7 @@ def section_quality(emb: Embeddings, structures: list[str], n_l0: int, n_queries
     rng = np.random.default_rng(1)
     names = np.asarray(emb.identity.column("residue_name").to_pylist())
     db, q = split(emb, rng, n_queries)
-    x = emb.latent
-    chance = sum(np.mean(names[db] == r) * np.mean(names[q] == r) for r in np.unique(names))
-    for metric in ("cosine", "euclidean"):
-        f = same_type_fraction(x[db], x[q], names[db], names[q], metric)
-        print(
-            row(
-                f"latent, {metric}",
-                f"all {len(emb):,} residues",
-                f"{len(q)}",
-                f"{f:.3f}",
-                f"{chance:.3f}",
-            ),
-            flush=True,
-        )
+    print_type_rows("latent", emb.latent, f"all {len(emb):,} residues", db, q, names)
     if n_l0 <= 0:
         return
     from holoprot.inputs import expand_inputs
@@ -275,37 +279,15 @@ def section_quality(emb: Embeddings, structures: list[str], n_l0: int, n_queries
     files = [str(p) for p in expand_inputs(structures) if structure_id(p) in present]
     files = [files[i] for i in sorted(rng.choice(len(files), min(n_l0, len(files)), False))]
     keys, coeffs = l0_coefficients(files)
-    t = emb.identity.to_pydict()
-    where = {
-        k: i
-        for i, k in enumerate(
-            zip(
-                t["structure_id"], t["chain"], t["residue_number"], t["insertion_code"], strict=True
-            )
-        )
-    }
+    where = {k: i for i, k in enumerate(identity_keys(emb.identity))}
     rows_ = np.asarray([where.get(k, -1) for k in keys])
     keep = rows_ >= 0
-    sub = Embeddings(emb.identity.take(rows_[keep]), x[rows_[keep]], "", "")
-    c = coeffs[keep]
+    sub = Embeddings(emb.identity.take(rows_[keep]), emb.latent[rows_[keep]], "", "")
     sub_names = names[rows_[keep]]
     db, q = split(sub, rng, n_queries)
-    chance = sum(
-        np.mean(sub_names[db] == r) * np.mean(sub_names[q] == r) for r in np.unique(sub_names)
-    )
-    for label, data in (("latent", sub.latent), ("l = 0 coefficients (44)", c)):
-        for metric in ("cosine", "euclidean"):
-            f = same_type_fraction(data[db], data[q], sub_names[db], sub_names[q], metric)
-            print(
-                row(
-                    f"{label}, {metric}",
-                    f"{len(files)} files, {len(sub):,} residues",
-                    f"{len(q)}",
-                    f"{f:.3f}",
-                    f"{chance:.3f}",
-                ),
-                flush=True,
-            )
+    inputs = f"{len(files)} files, {len(sub):,} residues"
+    for label, data in (("latent", sub.latent), ("l = 0 coefficients (44)", coeffs[keep])):
+        print_type_rows(label, data, inputs, db, q, sub_names)
 
 
 def main() -> None:
