@@ -85,3 +85,11 @@ def affinity_cli() -> Callable[..., Result]:
     register_affinity(application)
     runner = CliRunner()
     return lambda *args: runner.invoke(application, [str(a) for a in args])
+
+
+@pytest.fixture
+def core_set(tmp_path: Path) -> Path:
+    """A CASF-style CoreSet.dat whose core set is the one fixture complex 1hvr."""
+    path = tmp_path / "CoreSet.dat"
+    path.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
+    return path

@@ -164,13 +164,11 @@ def test_hae_and_counts_cache_and_weights_check(affinity_cli, tmp_path, embedder
     assert "trained with weights test-double" in result.output and other.calls == 0
 
 
-def test_core_set_is_the_default_test_set(affinity_cli, tmp_path):
-    core = tmp_path / "CoreSet.dat"
-    core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
+def test_core_set_is_the_default_test_set(affinity_cli, tmp_path, core_set):
     index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
     out = tmp_path / "run"
     result = affinity_cli(
-        "train-affinity", FIXTURE, "--index", index, "--index", core,
+        "train-affinity", FIXTURE, "--index", index, "--index", core_set,
         "--features", "counts", *FAST, "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output

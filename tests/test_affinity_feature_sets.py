@@ -167,13 +167,11 @@ def test_cluster_cv_saves_its_clusters_and_reuses_them(affinity_cli, tmp_path):
     ).read_text()
 
 
-def test_core_split_tests_on_the_core_set(affinity_cli, tmp_path):
-    core = tmp_path / "CoreSet.dat"
-    core.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
+def test_core_split_tests_on_the_core_set(affinity_cli, tmp_path, core_set):
     index = FIXTURE / "index" / "INDEX_fixture_PL_data.txt"
     out = tmp_path / "run"
     result = affinity_cli(
-        "train-affinity", FIXTURE, "--index", index, "--index", core, "--split", "core",
+        "train-affinity", FIXTURE, "--index", index, "--index", core_set, "--split", "core",
         "--features", "counts", "--regressor", "ridge", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
