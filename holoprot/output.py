@@ -122,11 +122,17 @@ def _read_manifest(path: Path) -> list[_Part] | None:
         raise HoloprotError(f"{path}: cannot resume from it ({exc})") from exc
 
 
+def write_json_atomic(path: Path, obj: object, indent: int = 1) -> None:
+    """Write `obj` as JSON to `path` through a temporary file renamed into place, so that
+    `path` is never seen half-written."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    os.replace(tmp, path)
+
+
 def _write_json_atomic(path: Path, parts: list[_Part]) -> None:
     data = {"format": _FORMAT, "parts": [{"file": p.file, "sources": p.sources} for p in parts]}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def _source_runs(table: pa.Table) -> list[tuple[str, int]]:

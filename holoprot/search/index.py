@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from holoprot import __version__
 from holoprot.errors import HoloprotError
 from holoprot.hashing import sha256_file
+from holoprot.output import write_json_atomic
 from holoprot.search import hnsw
 from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, latent_matrix, read_embeddings
 from holoprot.search.exact import exact_search, normalise
@@ -245,9 +246,7 @@ class Index:
             "hnsw": hnsw.PARAMETERS if self._graph is not None else None,
             "files": {name: sha256_file(folder / name) for name in files},
         }
-        tmp = folder / ".index.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, folder / "index.json")
+        write_json_atomic(folder / "index.json", meta, indent=2)
         return folder
 
     @classmethod

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
 from holoprot.hashing import SEAL_KEY, check_seal, json_sha256, seal, sha256_file
+from holoprot.output import write_json_atomic
 from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
 
 SHARD_ROWS = 16384
@@ -157,7 +158,7 @@ def build_dataset(
         "index_sha256": sha256_file(cache / "index.parquet"),
         "failures": failures,
     }
-    _write_json(manifest_path, seal(manifest))
+    write_json_atomic(manifest_path, seal(manifest))
     return load_dataset(cache), failures
 
 
@@ -197,12 +198,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
 
 
