@@ -386,13 +386,15 @@ def reconstruction_rows(
     ls: np.ndarray,
     mean: np.ndarray | None = None,
     batch: int = 1024,
+    keep: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-row reconstruction figures of raw `coefficients` (N, dim) (z = latent mean).
 
     Returns float64 arrays ``plain`` and ``weighted`` (N,) and ``per_l`` (N, L) (cosines, see
     :func:`cosines`); ``sq_error`` (N, L): Σ (recon − x)² over each degree's coefficients, in
     normalised units; with `mean` (dim,) (normalised units), ``sq_deviation`` (N, L):
-    Σ (x − mean)² likewise; and ``latent`` (N, latent_dim) float32.
+    Σ (x − mean)² likewise; ``latent`` (N, latent_dim) float32; and with `keep` (dim,) bool,
+    ``recon`` (N, keep.sum()) float32: those coefficients of the reconstruction (normalised).
     """
     if model.training:
         raise HoloprotError("reconstruction needs the model in eval mode")
@@ -415,6 +417,8 @@ def reconstruction_rows(
             "sq_error": np.stack([((recon - xn)[:, b] ** 2).sum(1) for b in blocks], axis=1),
             "latent": out.z_mean.float().cpu().numpy(),
         }
+        if keep is not None:
+            row["recon"] = out.recon[:, torch.as_tensor(keep)].float().cpu().numpy()
         if mean is not None:
             dev = xn - np.asarray(mean, np.float64)
             row["sq_deviation"] = np.stack([(dev[:, b] ** 2).sum(1) for b in blocks], axis=1)
@@ -603,10 +607,11 @@ def evaluate_weights(
     coil) and ``residue_type`` (20 standard amino acids) on the feature sets ``latent``,
     ``latent_random_init`` (:func:`random_init_model` with `seed`), ``input_l0`` (the input's
     l = 0 coefficients; lbfgs stops after `max_iter` iterations, ``converged`` says whether it
-    stopped earlier) and, with `include_invariants`, ``input_invariants``
-    (:func:`input_invariants`). ``probe``: the residue-type probe on the latent in the older
-    layout. ``invariance``: :func:`latent_invariance` on each of `structures_for_invariance`;
-    ``slice``: :func:`slice_probe`. ``timings_s``: seconds per step.
+    stopped earlier), ``reconstruction_l0`` (the decoder's l = 0 coefficients: is what the
+    latent drops also missing from the reconstruction?) and, with `include_invariants`,
+    ``input_invariants`` (:func:`input_invariants`). ``probe``: the residue-type probe on the
+    latent in the older layout. ``invariance``: :func:`latent_invariance` on each of
+    `structures_for_invariance`; ``slice``: :func:`slice_probe`. ``timings_s``: seconds per step.
     """
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -644,7 +649,7 @@ def evaluate_weights(
     ls = embedder.basis.layout()["l"]
     x_train, x_test = data.rows(train_rows), data.rows(test_rows)
     mean = x_train.astype(np.float64).mean(axis=0) / embedder.model.config.input_norm_const
-    rows = reconstruction_rows(embedder.model, x_test, ls, mean)
+    rows = reconstruction_rows(embedder.model, x_test, ls, mean, keep=ls == 0)
     reconstruction = summarise_reconstruction(rows, ls)
     reconstruction["subsets"] = {
         name: summarise_reconstruction({k_: v[m] for k_, v in rows.items()}, ls)
@@ -654,17 +659,19 @@ def evaluate_weights(
     lap("reconstruction")
 
     random_model = random_init_model(embedder.model.config, seed).to(embedder.device)
+    train_rec = reconstruction_rows(embedder.model, x_train, ls, keep=ls == 0)
     features = {
-        "latent": (encode_latents(embedder.model, x_train), rows["latent"]),
+        "latent": (train_rec["latent"], rows["latent"]),
         "latent_random_init": (
             encode_latents(random_model, x_train),
             encode_latents(random_model, x_test),
         ),
         "input_l0": (x_train[:, ls == 0], x_test[:, ls == 0]),
+        "reconstruction_l0": (train_rec["recon"], rows["recon"]),
     }
     if include_invariants:
         features["input_invariants"] = (input_invariants(x_train, ls), input_invariants(x_test, ls))
-    del random_model, rows
+    del random_model, rows, train_rec
     lap("encode")
 
     standard = np.isin(names, STANDARD_AMINO_ACIDS)

@@ -236,6 +236,10 @@ def test_reconstruction_rows_mse_and_r2_by_hand() -> None:
     s = summarise_reconstruction(reconstruction_rows(model, x, LS, mean=mean), LS)
     assert s["r2"] == pytest.approx(1 - ((0.5 * xn) ** 2).sum() / ((xn - mean) ** 2).sum())
     np.testing.assert_array_equal(rows["latent"], xn[:, :2].astype(np.float32))
+    assert "recon" not in rows
+    kept = reconstruction_rows(model, x, LS, batch=4, keep=l2)["recon"]
+    assert kept.dtype == np.float32 and kept.shape == (6, l2.sum())
+    np.testing.assert_allclose(kept, 0.5 * xn[:, l2], rtol=1e-6)
 
 
 def test_group_sets_old_and_new_files(tmp_path: Path) -> None:
@@ -399,6 +403,7 @@ def test_evaluate_weights_end_to_end_is_reproducible_bit_for_bit(
             "latent",
             "latent_random_init",
             "input_l0",
+            "reconstruction_l0",
             "majority_class",
         }
         for f in task["features"].values():

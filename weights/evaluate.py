@@ -111,6 +111,7 @@ FEATURE_TITLES = {
     "latent": "latent of these weights",
     "latent_random_init": "latent of a randomly initialised model (same architecture)",
     "input_l0": "input: the 44 l = 0 coefficients",
+    "reconstruction_l0": "reconstruction: its 44 l = 0 coefficients",
     "input_invariants": "input: 4,072 rotation invariants",
     "majority_class": "majority class (k-NN: chance)",
 }
