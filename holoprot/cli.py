@@ -431,6 +431,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def parse_degree_weights(text: str | None) -> tuple[float, ...] | None:
+    """``--degree-weights 10,1,1`` as a tuple of floats (their count and range are checked
+    against the model by the trainer)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise HoloprotError(
+            f"--degree-weights {text}: expected comma-separated numbers, one per degree"
+        ) from None
+
+
 @app.command()
 def train(
     structures: InputsArg,
@@ -459,6 +472,12 @@ def train(
     max_seconds: Annotated[
         float | None,
         typer.Option(help="Time budget of the training loop, s: stop then; cosine over time."),
+    ] = None,
+    degree_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Loss weight per degree l = 0..L, e.g. 10,1,1,1,1,1,1 (default: plain MSE)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[
@@ -493,6 +512,7 @@ def train(
         check_number("--workers", workers, minimum=0)
         check_number("--lr-final", lr_final, above=0)
         check_number("--warmup-steps", warmup_steps, minimum=0)
+        per_degree = parse_degree_weights(degree_weights)
         if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
             raise HoloprotError(
                 f"--lr-schedule {lr_schedule}: choose one of {', '.join(LR_SCHEDULES)}"
@@ -573,6 +593,7 @@ def train(
                     "seed": seed,
                     "checkpoint_every": checkpoint_every,
                     "max_seconds": max_seconds,
+                    "degree_weights": per_degree,
                 },
                 device=device,
                 resume=resume,

@@ -1,13 +1,16 @@
-"""A small model trains: every parameter gets a gradient and a batch can be overfitted."""
+"""A small model trains: every parameter gets a gradient, a batch can be overfitted, the loss
+weights per degree are what they say."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from holoprot.model.hvae import HVAE, HVAEConfig, hvae_loss
+from holoprot.model.hvae import HVAE, HVAEConfig, coefficient_weights, hvae_loss
+from holoprot.so3 import irreps_ls
 
 INPUTS = Path(__file__).parent / "data" / "reference" / "model_small" / "inputs.npz"
 SMALL = HVAEConfig(latent_dim=16, ch_initial=44, ch_sizes=(16, 16, 16), lmax_list=(4, 2, 1))
@@ -81,3 +84,36 @@ def _overfit() -> tuple[list[float], float]:
         sched.step()
         losses.append(loss.item())
     return losses, 1000 * x.pow(2).mean().item()
+
+
+def test_degree_weights_weight_each_coefficient_by_its_degree() -> None:
+    """Loss with weights (w_0..w_6) = λ·mean(w_l(c)·(recon − x)²) / mean over coefficients of
+    w_l(c), computed by hand in float64 (float32 loss: rtol 1e-5); equal weights give the plain
+    MSE; a zero-weight degree gets no gradient; ``recon_mse`` stays the plain MSE."""
+    irreps = SMALL.irreps_in
+    ls = irreps_ls(irreps)
+    np.testing.assert_array_equal(coefficient_weights([2.0] * 7, irreps).numpy(), 1.0)
+    degree_w = np.array([10.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.5])
+    w = coefficient_weights(degree_w, irreps)
+    assert w.dtype == torch.float32 and w.shape == (len(ls),)
+    assert float(w.mean()) == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(0)
+    out = HVAE(SMALL).train()(batch()[:6])
+    err = (out.recon - out.x_normalised).detach().double().numpy() ** 2
+    expected = 1000.0 * (err * degree_w[ls]).mean() / degree_w[ls].mean()
+    loss, parts = hvae_loss(out, weights=w)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert parts["recon_mse"] == pytest.approx(err.mean(), rel=1e-5)
+    plain, _ = hvae_loss(out, weights=coefficient_weights([1.0] * 7, irreps))
+    assert float(plain) == pytest.approx(1000.0 * err.mean(), rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, out.recon)
+    assert torch.all(grad[:, torch.as_tensor(ls == 2)] == 0)
+    assert torch.all(grad[:, torch.as_tensor(ls == 0)] != 0)
+
+
+@pytest.mark.parametrize(
+    "bad", [[1.0] * 6, [1.0] * 8, [1, -1, 1, 1, 1, 1, 1], [0.0] * 7, [np.nan] * 7]
+)
+def test_degree_weights_need_one_finite_nonnegative_weight_per_degree(bad: list) -> None:
+    with pytest.raises(ValueError, match="7 finite weights"):
+        coefficient_weights(bad, SMALL.irreps_in)

@@ -148,10 +148,11 @@ def test_cosine_schedule_with_warmup() -> None:
 
 
 def test_train_writes_a_loadable_model(tmp_path: Path, small_config: Path) -> None:
+    """(With loss weights per degree: the logged loss is the weighted one, λ·recon_mse is not.)"""
     out = tmp_path / "run"
     result = run(
         "train", *FILES, "--out", out, "--config", small_config, "--epochs", "1",
-        "--batch-size", "128", "--workers", "0",
+        "--batch-size", "128", "--workers", "0", "--degree-weights", "10,1,1,1,1,1,1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     for name in ("model.safetensors", "model.json", "metrics.jsonl", "loss_curve.png", "split.csv"):
@@ -162,6 +163,8 @@ def test_train_writes_a_loadable_model(tmp_path: Path, small_config: Path) -> No
     assert -1 <= meta["test"]["cosine"] <= 1 and meta["test"]["n"] > 0
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert records and "val_loss" in records[-1]
+    assert all(r["train_loss"] != pytest.approx(1000 * r["train_recon_mse"]) for r in records)
+    assert meta["settings"]["degree_weights"] == [10, 1, 1, 1, 1, 1, 1]
     # a second run into the same folder must not overwrite it silently
     again = run("train", *FILES, "--out", out, "--config", small_config, "--workers", "0")
     assert again.exit_code == 1 and "--resume" in again.output
@@ -222,6 +225,8 @@ def test_edited_dataset_cache_is_rebuilt_or_refused(tmp_path: Path) -> None:
         (["--epochs", "0"], "--epochs 0"),
         (["--split", "0.5,0.5"], "three fractions"),
         (["--device", "cuda:7"], "cuda"),
+        (["--degree-weights", "1,1"], "--degree-weights: degree weights [1.0, 1.0]: need 7"),
+        (["--degree-weights", "1,x"], "comma-separated numbers"),
     ],
 )
 def test_bad_settings_are_one_line_errors(

@@ -1,15 +1,19 @@
-"""Which learning-rate schedule gets furthest per sample when a round continues from the
-default weights? Short runs from the same start, same batches, same validation residues.
+"""Short training runs from the same start, same batches, same validation residues: which
+learning-rate schedule, or which loss weights per degree, gets furthest per sample when a round
+continues from the default weights?
 
-Each schedule trains `--steps` steps of 512 on the same random subset of the train split (a
-fixed permutation, one pass), from `--init`, with a fresh Adam state (as ``holoprot train
---init`` does), validating on the same `--val-samples` validation residues before training and
-`--validations` times during it. Prints a Markdown table (validation loss = the training loss,
-1000 × MSE of the normalised signal) and writes every curve to OUT/lr_schedules.json.
+Each arm trains `--steps` steps of 512 on the same random subset of the train split (a fixed
+permutation, one pass), from `--init`, with a fresh Adam state (as ``holoprot train --init``
+does), validating on the same `--val-samples` validation residues before training and
+`--validations` times during it. An arm is ``SCHEDULE`` or ``SCHEDULE/W0,…,W6`` (loss weights
+per degree, ``holoprot train --degree-weights``). Prints a Markdown table (validation loss =
+1000 × the plain MSE of the normalised signal, whatever the arm's weights) and writes every curve
+to OUT/short_runs.json; each arm's last weights go to OUT/ARM/model.{safetensors,json}, ready
+for ``weights/evaluate.py``.
 
-    python weights/lr_schedules.py --cache runs/cache-all --split runs/round5/split.csv \\
+    python weights/short_runs.py --cache runs/cache-all --split runs/round5/split.csv \\
         --init default --steps 200 --out runs/lr --threads 1 \\
-        --schedules constant:1e-3 constant:3e-4 constant:1e-4 cosine:1e-3:1e-5 cosine:4e-4:1e-5
+        --arms constant:1e-3 constant:3e-4 constant:1e-4 cosine:1e-3:1e-5 cosine:4e-4:1e-5
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from holoprot.evaluation import read_split
-from holoprot.model import HVAE, load_model_file
+from holoprot.model import HVAE, load_model_file, save_model
 from holoprot.training.dataset import load_dataset
 from holoprot.training.trainer import Trainer, TrainSettings
 from holoprot.weights import resolve_weights
@@ -44,21 +49,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     parser.add_argument(
-        "--schedules",
+        "--arms",
         nargs="+",
         default=["constant:1e-3", "constant:3e-4", "cosine:1e-3:1e-5", "cosine:4e-4:1e-5"],
-        help="constant:LR or cosine:LR:LR_FINAL",
+        help="constant:LR or cosine:LR:LR_FINAL, optionally /W0,...,W6 (loss weight per degree)",
     )
     return parser.parse_args()
 
 
-def parse_schedule(text: str) -> dict:
-    parts = text.split(":")
-    if parts[0] == "constant" and len(parts) == 2:
-        return {"lr_schedule": "constant", "lr": float(parts[1])}
-    if parts[0] == "cosine" and len(parts) == 3:
-        return {"lr_schedule": "cosine", "lr": float(parts[1]), "lr_final": float(parts[2])}
-    sys.exit(f"error: schedule {text!r}: expected constant:LR or cosine:LR:LR_FINAL")
+def parse_arm(text: str) -> dict:
+    """TrainSettings fields of one arm, ``SCHEDULE`` or ``SCHEDULE/W0,…,W6``."""
+    schedule, _, weights = text.partition("/")
+    parts = schedule.split(":")
+    try:
+        fields = {"degree_weights": tuple(map(float, weights.split(","))) if weights else None}
+        if parts[0] == "constant" and len(parts) == 2:
+            return {**fields, "lr_schedule": "constant", "lr": float(parts[1])}
+        if parts[0] == "cosine" and len(parts) == 3:
+            lr, lr_final = float(parts[1]), float(parts[2])
+            return {**fields, "lr_schedule": "cosine", "lr": lr, "lr_final": lr_final}
+    except ValueError:
+        pass
+    sys.exit(f"error: arm {text!r}: expected constant:LR or cosine:LR:LR_FINAL, then /W0,...,W6")
 
 
 def main() -> None:
@@ -75,8 +87,10 @@ def main() -> None:
     start, meta = load_model_file(resolve_weights(args.init))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    of_init_run = ("evaluation", "validation", "test", "epoch", "global_step", "wall_time_s")
+    base = {k: v for k, v in meta.items() if k not in of_init_run}
     results = []
-    for text in args.schedules:
+    for text in args.arms:
         settings = TrainSettings(
             epochs=1,
             batch_size=args.batch_size,
@@ -85,36 +99,52 @@ def main() -> None:
             checkpoint_every=10**9,
             validations_per_epoch=args.validations,
             max_validation_samples=args.val_samples,
-            **parse_schedule(text),
+            **parse_arm(text),
         )
-        run = out / text.replace(":", "_")
+        run = out / text.replace(":", "_").replace("/", "_w").replace(",", "-")
         run.mkdir(exist_ok=True)
         (run / "metrics.jsonl").unlink(missing_ok=True)
         torch.manual_seed(args.seed)
         model = HVAE(start.config)
         model.load_state_dict(start.state_dict())
-        trainer = Trainer(model, data, train_rows, val_rows, run, settings, {}, torch.device("cpu"))
-        before = trainer.validate()["loss"]
+        arm_meta = {**base, "initialised_from": str(args.init), "short_run": text}
+        trainer = Trainer(
+            model, data, train_rows, val_rows, run, settings, arm_meta, torch.device("cpu")
+        )
+        before = 1000 * trainer.validate()["recon_mse"]
         t0 = time.perf_counter()
         trainer.fit()
         seconds = time.perf_counter() - t0
+        save_model(
+            trainer.model,
+            run / "model",
+            {
+                **arm_meta,
+                "samples_seen": trainer.samples_seen,
+                "wall_time_s": round(seconds, 1),
+                "settings": asdict(settings),
+            },
+        )
         curve = [
-            (r["samples"], r["val_loss"])
+            (r["samples"], 1000 * r["val_recon_mse"])
             for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-            if "val_loss" in r
+            if "val_recon_mse" in r
         ]
-        results.append({"schedule": text, "start": before, "curve": curve, "seconds": seconds})
+        results.append({"arm": text, "start": before, "curve": curve, "seconds": seconds})
         print(f"{text}: {before:.4f} -> {curve[-1][1]:.4f} ({seconds:.0f} s)", flush=True)
-    (out / "lr_schedules.json").write_text(
+    (out / "short_runs.json").write_text(
         json.dumps({"init": str(args.init), "args": vars(args), "results": results}, indent=1)
     )
     samples = [s for s, _ in results[0]["curve"]]
-    print(f"\nvalidation loss ({len(trainer.val_rows)} residues) vs samples, from {args.init}:\n")
-    print("| schedule | start | " + " | ".join(f"{s:,}" for s in samples) + " |")
+    print(
+        f"\nvalidation loss (1000·MSE, {len(trainer.val_rows)} residues) vs samples,"
+        f" from {args.init}:\n"
+    )
+    print("| arm | start | " + " | ".join(f"{s:,}" for s in samples) + " |")
     print("|---" * (len(samples) + 2) + "|")
     for r in results:
         cells = " | ".join(f"{v:.4f}" for _, v in r["curve"])
-        print(f"| {r['schedule']} | {r['start']:.4f} | {cells} |")
+        print(f"| {r['arm']} | {r['start']:.4f} | {cells} |")
 
 
 if __name__ == "__main__":

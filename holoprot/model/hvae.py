@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
-from holoprot.so3 import parse_irreps
+from holoprot.so3 import irreps_ls, parse_irreps
 
 __all__ = ["HVAE", "HVAEConfig", "HVAEOutput", "gram_schmidt_frame", "hvae_loss"]
 
@@ -255,21 +257,46 @@ class HVAE(nn.Module):
         return HVAEOutput(z_mean, z_log_var, z, frame, recon, xn, vectors)
 
 
+def coefficient_weights(degree_weights: Sequence[float], irreps_in: str) -> Tensor:
+    """Per-coefficient loss weights (dim,) float32 from one weight per degree l = 0…L of the
+    signal `irreps_in`, scaled to mean 1 over the coefficients (so that equal degree weights
+    give the plain MSE). ValueError unless there is one finite weight ≥ 0 per degree and some
+    degree has a positive weight."""
+    ls = irreps_ls(irreps_in)
+    w = np.asarray(degree_weights, dtype=np.float64)
+    n_degrees = int(ls.max()) + 1
+    if w.shape != (n_degrees,) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(
+            f"degree weights {list(degree_weights)}: need {n_degrees} finite weights >= 0"
+            f" (l = 0..{n_degrees - 1}), not all 0"
+        )
+    per_coefficient = w[ls]
+    return torch.as_tensor(per_coefficient / per_coefficient.mean(), dtype=torch.float32)
+
+
 def hvae_loss(
-    out: HVAEOutput, *, lambda_rec: float = 1000.0, lambda_kl: float = 0.0
+    out: HVAEOutput,
+    *,
+    lambda_rec: float = 1000.0,
+    lambda_kl: float = 0.0,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Reference loss ``λ_rec·MSE(recon, x_normalised) + λ_KL·KL/latent_dim``.
 
-    ``KL = mean_b[−½ Σ_j (1 + log σ²_j − μ_j² − σ²_j)]`` (0 for the AE). Returns the loss and
-    ``{"loss", "recon_mse", "kl"}`` as floats (``kl`` already divided by latent_dim).
+    ``KL = mean_b[−½ Σ_j (1 + log σ²_j − μ_j² − σ²_j)]`` (0 for the AE). With `weights` (dim,)
+    (one per coefficient, mean 1; see :func:`coefficient_weights`) the reconstruction term is
+    ``mean(w·(recon − x_normalised)²)`` instead (beyond the reference). Returns the loss and
+    ``{"loss", "recon_mse", "kl"}`` as floats (``kl`` already divided by latent_dim;
+    ``recon_mse`` is always the plain MSE, comparable across weightings).
     """
     mse = nn.functional.mse_loss(out.recon, out.x_normalised)
+    rec = mse if weights is None else ((out.recon - out.x_normalised).pow(2) * weights).mean()
     if out.z_log_var is None:
         kl = torch.zeros((), dtype=mse.dtype, device=mse.device)
     else:
         lv, mu = out.z_log_var, out.z_mean
         kl = (-0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)).mean() / mu.shape[-1]
-    loss = lambda_rec * mse + lambda_kl * kl
+    loss = lambda_rec * rec + lambda_kl * kl
     return loss, {
         "loss": float(loss.detach()),
         "recon_mse": float(mse.detach()),

@@ -22,7 +22,7 @@ import torch
 from holoprot.devices import resolve_device
 from holoprot.errors import HoloprotError, InputError
 from holoprot.inputs import expand_inputs
-from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
+from holoprot.model import HVAE, HVAEConfig, coefficient_weights, load_model_file, save_model
 from holoprot.pipeline import ProjectionSettings
 from holoprot.so3 import irreps_ls
 from holoprot.training.dataset import (
@@ -152,12 +152,17 @@ def train(
         raise HoloprotError("--warmup-steps must be >= 0 and --lr-final positive")
     if settings.max_seconds is not None and not settings.max_seconds > 0:
         raise HoloprotError("--max-seconds must be positive")
+    proj = ProjectionSettings()
+    if settings.degree_weights is not None:
+        try:
+            coefficient_weights(settings.degree_weights, proj.basis.irreps)
+        except ValueError as exc:
+            raise HoloprotError(f"--degree-weights: {exc}") from None
     torch_device = resolve_device(device)
 
     paths = [str(p) for p in expand_inputs(structures)]
     if on_files_known is not None:
         on_files_known(len(paths))
-    proj = ProjectionSettings()
     data, failures = build_dataset(
         paths, cache_dir or run / "dataset", proj, workers=workers, on_file=on_file
     )

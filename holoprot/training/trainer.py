@@ -29,6 +29,11 @@ and the cosine schedule runs over the larger of the two fractions, steps / (epoc
 epoch) and seconds / max_seconds, so it ends at lr_final by whichever limit comes first. Such a
 run's learning rates depend on the clock: a resume continues from the saved elapsed time, but is
 not bitwise the run it continues.
+
+Loss weights per degree (beyond the reference): with ``degree_weights`` (one weight per l) each
+coefficient's squared error is weighted by its degree's weight, scaled to mean 1 over the
+coefficients (:func:`holoprot.model.coefficient_weights`); training and validation losses use
+them (the best checkpoint is chosen by the weighted objective), ``recon_mse`` stays the plain MSE.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from safetensors.torch import load_file, save_file
 
 from holoprot.errors import HoloprotError
 from holoprot.hashing import check_seal, seal, sha256_file
-from holoprot.model import HVAE, hvae_loss, save_model
+from holoprot.model import HVAE, coefficient_weights, hvae_loss, save_model
 from holoprot.training.dataset import CoefficientDataset
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -74,6 +79,7 @@ class TrainSettings:
     validations_per_epoch: int = 5
     max_validation_samples: int = 16384
     max_seconds: float | None = None
+    degree_weights: tuple[float, ...] | None = None
 
     def kl_weight(self, epoch: int, is_vae: bool) -> float:
         if not is_vae:
@@ -152,6 +158,11 @@ class Trainer:
             model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
         self.steps_per_epoch = max(1, len(train_rows) // settings.batch_size)
+        self.loss_weights = (
+            None
+            if settings.degree_weights is None
+            else coefficient_weights(settings.degree_weights, model.config.irreps_in).to(device)
+        )
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -179,7 +190,12 @@ class Trainer:
         for start in range(0, len(self.val_rows), 1024):
             rows = self.val_rows[start : start + 1024]
             out = self.model(self._tensor(rows), sample=False)
-            _, terms = hvae_loss(out, lambda_rec=self.settings.lambda_rec, lambda_kl=kl_w)
+            _, terms = hvae_loss(
+                out,
+                lambda_rec=self.settings.lambda_rec,
+                lambda_kl=kl_w,
+                weights=self.loss_weights,
+            )
             for k in sums:
                 sums[k] += terms[k] * len(rows)
         self.model.train()
@@ -278,7 +294,9 @@ class Trainer:
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     out = self.model(x)
-                    loss, terms = hvae_loss(out, lambda_rec=s.lambda_rec, lambda_kl=kl_w)
+                    loss, terms = hvae_loss(
+                        out, lambda_rec=s.lambda_rec, lambda_kl=kl_w, weights=self.loss_weights
+                    )
                     if not math.isfinite(terms["loss"]):
                         raise HoloprotError(
                             f"training diverged at step {self.global_step} (loss {terms['loss']});"
