@@ -26,7 +26,14 @@ from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
 from holoprot.so3 import irreps_ls, parse_irreps
 
-__all__ = ["HVAE", "HVAEConfig", "HVAEOutput", "gram_schmidt_frame", "hvae_loss"]
+__all__ = [
+    "HVAE",
+    "HVAEConfig",
+    "HVAEOutput",
+    "coefficient_weights",
+    "gram_schmidt_frame",
+    "hvae_loss",
+]
 
 
 @dataclass(frozen=True)
