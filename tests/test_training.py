@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -339,3 +340,24 @@ def test_time_budget_stops_the_run_and_resumes_from_its_elapsed_time(
     assert both[-1]["elapsed_s"] >= 40 > both[-2]["elapsed_s"]
     bad = run("train", *FILES, "--out", tmp_path / "bad", "--max-seconds", "0", *common)
     assert bad.exit_code == 1 and "--max-seconds" in bad.output
+
+
+def test_short_run_arms_set_the_schedule_and_the_degree_weights() -> None:
+    """weights/short_runs.py: an arm is SCHEDULE or SCHEDULE/W0,…; anything else exits."""
+    spec = importlib.util.spec_from_file_location(
+        "short_runs", Path(__file__).parents[1] / "weights" / "short_runs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_arm("constant:1e-3") == {
+        "degree_weights": None, "lr_schedule": "constant", "lr": 1e-3,
+    }  # fmt: skip
+    arm = module.parse_arm("cosine:3e-4:1e-5/10,1,1,1,1,1,1")
+    assert arm == {
+        "degree_weights": (10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+        "lr_schedule": "cosine", "lr": 3e-4, "lr_final": 1e-5,
+    }  # fmt: skip
+    TrainSettings(**arm)
+    for bad in ("cosine:3e-4", "linear:1e-3", "constant:x", "constant:1e-3/1,a"):
+        with pytest.raises(SystemExit, match="expected constant:LR"):
+            module.parse_arm(bad)
