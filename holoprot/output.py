@@ -130,7 +130,8 @@ def write_json_atomic(path: Path, obj: object, indent: int = 1) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_atomic(path: Path, parts: list[_Part]) -> None:
+def _write_manifest(path: Path, parts: list[_Part]) -> None:
+    """The part manifest that `_read_manifest` reads, written atomically."""
     data = {"format": _FORMAT, "parts": [{"file": p.file, "sources": p.sources} for p in parts]}
     write_json_atomic(path, data)
 
@@ -332,7 +333,7 @@ class ResidueTableWriter:
         self._open.close()
         os.replace(self._tmp_path(self._open_part), self.staging / self._open_part.file)
         self._parts.append(self._open_part)
-        _write_json_atomic(self.staging / MANIFEST, self._parts)
+        _write_manifest(self.staging / MANIFEST, self._parts)
         self._open, self._open_part = None, None
 
     # ---- publishing ------------------------------------------------------------------------
@@ -364,7 +365,7 @@ class ResidueTableWriter:
             empty = _Part("part-000000.parquet")
             RowGroupWriter(self.path / empty.file, self.schema).close()
             parts = [empty]
-        _write_json_atomic(self.path / DATASET_MANIFEST, parts)
+        _write_manifest(self.path / DATASET_MANIFEST, parts)
         (self.path / SUCCESS).touch()
         return sum(p.rows for p in parts)
 

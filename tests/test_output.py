@@ -84,7 +84,7 @@ CHILD = textwrap.dedent(
         import pyarrow.parquet as pq
         kill_on("write_table", pq.ParquetWriter)
     elif where == "manifest":
-        kill_on("_write_json_atomic", out)
+        kill_on("_write_manifest", out)
     writer = out.ResidueTableWriter(path, SCHEMA, META, **WRITER_ARGS)
     for i, rows in enumerate(SIZES):
         if where == "write" and i == n:
