@@ -433,7 +433,7 @@ def _positive_int(text: str) -> int:
 
 def parse_degree_weights(text: str | None) -> tuple[float, ...] | None:
     """``--degree-weights 10,1,1`` as a tuple of floats (their count and range are checked
-    against the model by the trainer)."""
+    against the basis by `holoprot.training.run.train`, before any structure is read)."""
     if text is None:
         return None
     try:
