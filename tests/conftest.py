@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from click.testing import Result
@@ -93,3 +94,19 @@ def core_set(tmp_path: Path) -> Path:
     path = tmp_path / "CoreSet.dat"
     path.write_text("#code resl year logKa Ka target\n1hvr 1.80 1995 9.51 Ki=0.31nM 1\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def blobs() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """blobs(rng, n, centres, classes): n points (n, d) drawn around the (k, d) `centres` (normal,
+    σ = 0.5) and their labels, `classes[i]` for centre i: linearly separable when the centres are
+    far apart."""
+
+    def draw(
+        rng: np.random.Generator, n: int, centres: np.ndarray, classes: list[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, len(centres), n)
+        x = centres[labels] + rng.normal(scale=0.5, size=(n, centres.shape[1]))
+        return x, np.asarray(classes)[labels]
+
+    return draw

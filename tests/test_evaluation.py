@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -46,6 +47,7 @@ from holoprot.zernike import ZernikeBasis
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 LS = ZernikeBasis().layout()["l"]
+Blobs = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 def test_cosines_of_x_with_itself_and_its_negative() -> None:
@@ -150,17 +152,11 @@ def test_latent_invariance_detects_a_broken_model(weights: Path) -> None:
     assert r["frame_error_max"] > 1e-2
 
 
-def _blobs(rng: np.random.Generator, n: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = rng.integers(0, len(centres), n)
-    x = centres[labels] + rng.normal(scale=0.5, size=(n, centres.shape[1]))
-    return x, np.array(STANDARD_AMINO_ACIDS)[labels]
-
-
-def test_probe_on_separable_and_on_shuffled_labels() -> None:
+def test_probe_on_separable_and_on_shuffled_labels(blobs: Blobs) -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=3.0, size=(20, 16))
-    x_train, y_train = _blobs(rng, 2000, centres)
-    x_test, y_test = _blobs(rng, 1000, centres)
+    x_train, y_train = blobs(rng, 2000, centres, STANDARD_AMINO_ACIDS)
+    x_test, y_test = blobs(rng, 1000, centres, STANDARD_AMINO_ACIDS)
     r = residue_type_probe(x_train, y_train, x_test, y_test, seed=0)
     assert r["accuracy"] > 0.95 and r["converged"]
     assert r["n_train"] == 2000 and r["n_test"] == 1000
@@ -171,11 +167,11 @@ def test_probe_on_separable_and_on_shuffled_labels() -> None:
     assert shuffled["accuracy"] < 0.12  # chance: 1/20
 
 
-def test_probe_drops_nonstandard_residues_and_subsamples_deterministically() -> None:
+def test_probe_drops_nonstandard_residues_and_subsamples_deterministically(blobs: Blobs) -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(scale=3.0, size=(20, 8))
-    x_train, y_train = _blobs(rng, 600, centres)
-    x_test, y_test = _blobs(rng, 300, centres)
+    x_train, y_train = blobs(rng, 600, centres, STANDARD_AMINO_ACIDS)
+    x_test, y_test = blobs(rng, 300, centres, STANDARD_AMINO_ACIDS)
     y_train[:50], y_test[:30] = "MSE", "UNK"
     r = residue_type_probe(x_train, y_train, x_test, y_test, seed=3, max_train=400)
     assert r["n_train"] == 400 and r["n_test"] == 270

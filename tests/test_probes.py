@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from holoprot.errors import HoloprotError
 from holoprot.probes import knn_agreement, logistic_probe, majority_class
 
-
-def _blobs(rng: np.random.Generator, n: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = rng.integers(0, len(centres), n)
-    x = centres[labels] + rng.normal(scale=0.5, size=(n, centres.shape[1]))
-    return x, np.array(list("HEC"))[labels]
+Blobs = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
-def test_logistic_probe_separable_shuffled_and_bit_for_bit_reproducible() -> None:
+def test_logistic_probe_separable_shuffled_and_bit_for_bit_reproducible(blobs: Blobs) -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(scale=3.0, size=(3, 8))
-    x_train, y_train = _blobs(rng, 600, centres)
-    x_test, y_test = _blobs(rng, 300, centres)
+    x_train, y_train = blobs(rng, 600, centres, list("HEC"))
+    x_test, y_test = blobs(rng, 300, centres, list("HEC"))
     fit = logistic_probe(x_train, y_train, x_test, y_test, seed=0)
     assert fit["correct"].shape == (300,) and fit["correct"].mean() > 0.95 and fit["converged"]
     again = logistic_probe(x_train, y_train, x_test, y_test, seed=0)
