@@ -479,6 +479,13 @@ def train(
             help="Loss weight per degree l = 0..L, e.g. 10,1,1,1,1,1,1 (default: plain MSE)."
         ),
     ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Validate and save a moving average of the weights over ~1/(1-D) steps,"
+            " e.g. 0.999 (default: none)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint.")
@@ -594,6 +601,7 @@ def train(
                     "checkpoint_every": checkpoint_every,
                     "max_seconds": max_seconds,
                     "degree_weights": per_degree,
+                    "ema_decay": ema_decay,
                 },
                 device=device,
                 resume=resume,

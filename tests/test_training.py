@@ -228,6 +228,8 @@ def test_edited_dataset_cache_is_rebuilt_or_refused(tmp_path: Path) -> None:
         (["--device", "cuda:7"], "cuda"),
         (["--degree-weights", "1,1"], "--degree-weights: degree weights [1.0, 1.0]: need 7"),
         (["--degree-weights", "1,x"], "comma-separated numbers"),
+        (["--ema-decay", "1"], "--ema-decay 1.0: need 0 < decay < 1"),
+        (["--ema-decay", "0"], "--ema-decay 0.0: need 0 < decay < 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(
@@ -343,21 +345,23 @@ def test_time_budget_stops_the_run_and_resumes_from_its_elapsed_time(
 
 
 def test_short_run_arms_set_the_schedule_and_the_degree_weights() -> None:
-    """weights/short_runs.py: an arm is SCHEDULE or SCHEDULE/W0,…; anything else exits."""
+    """weights/short_runs.py: an arm is SCHEDULE[/W0,…][@DECAY]; anything else exits."""
     spec = importlib.util.spec_from_file_location(
         "short_runs", Path(__file__).parents[1] / "weights" / "short_runs.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.parse_arm("constant:1e-3") == {
-        "degree_weights": None, "lr_schedule": "constant", "lr": 1e-3,
+        "degree_weights": None, "ema_decay": None, "lr_schedule": "constant", "lr": 1e-3,
     }  # fmt: skip
     arm = module.parse_arm("cosine:3e-4:1e-5/10,1,1,1,1,1,1")
     assert arm == {
-        "degree_weights": (10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+        "degree_weights": (10.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0), "ema_decay": None,
         "lr_schedule": "cosine", "lr": 3e-4, "lr_final": 1e-5,
     }  # fmt: skip
     TrainSettings(**arm)
-    for bad in ("cosine:3e-4", "linear:1e-3", "constant:x", "constant:1e-3/1,a"):
+    assert module.parse_arm("constant:3e-4@0.99")["ema_decay"] == 0.99
+    assert module.parse_arm("cosine:3e-4:1e-5/1,1,1,1,1,1,1@0.9")["ema_decay"] == 0.9
+    for bad in ("cosine:3e-4", "linear:1e-3", "constant:x", "constant:1e-3/1,a", "constant:1@x"):
         with pytest.raises(SystemExit, match="expected constant:LR"):
             module.parse_arm(bad)

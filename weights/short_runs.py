@@ -5,11 +5,12 @@ continues from the default weights?
 Each arm trains `--steps` steps of 512 on the same random subset of the train split (a fixed
 permutation, one pass), from `--init`, with a fresh Adam state (as ``holoprot train --init``
 does), validating on the same `--val-samples` validation residues before training and
-`--validations` times during it. An arm is ``SCHEDULE`` or ``SCHEDULE/W0,…,W6`` (loss weights
-per degree, ``holoprot train --degree-weights``). Prints a Markdown table (validation loss =
-1000 × the plain MSE of the normalised signal, whatever the arm's weights) and writes every curve
-to OUT/short_runs.json; each arm's last weights go to OUT/ARM/model.{safetensors,json}, ready
-for ``weights/evaluate.py``.
+`--validations` times during it. An arm is ``SCHEDULE``, optionally followed by ``/W0,…,W6``
+(loss weights per degree, ``holoprot train --degree-weights``) and by ``@DECAY`` (validate and
+save the moving average of the weights, ``holoprot train --ema-decay``). Prints a Markdown
+table (validation loss = 1000 × the plain MSE of the normalised signal, whatever the arm's
+weights) and writes every curve to OUT/short_runs.json; each arm's last weights (its average,
+with ``@DECAY``) go to OUT/ARM/model.{safetensors,json}, ready for ``weights/evaluate.py``.
 
     python weights/short_runs.py --cache runs/cache-all --split runs/round5/split.csv \\
         --init default --steps 200 --out runs/lr --threads 1 \\
@@ -52,17 +53,22 @@ def parse_args() -> argparse.Namespace:
         "--arms",
         nargs="+",
         default=["constant:1e-3", "constant:3e-4", "cosine:1e-3:1e-5", "cosine:4e-4:1e-5"],
-        help="constant:LR or cosine:LR:LR_FINAL, optionally /W0,...,W6 (loss weight per degree)",
+        help="constant:LR or cosine:LR:LR_FINAL, optionally /W0,...,W6 (loss weight per degree)"
+        " and @DECAY (weight average)",
     )
     return parser.parse_args()
 
 
 def parse_arm(text: str) -> dict:
-    """TrainSettings fields of one arm, ``SCHEDULE`` or ``SCHEDULE/W0,…,W6``."""
-    schedule, _, weights = text.partition("/")
+    """TrainSettings fields of one arm, ``SCHEDULE[/W0,…,W6][@DECAY]``."""
+    text_, _, decay = text.partition("@")
+    schedule, _, weights = text_.partition("/")
     parts = schedule.split(":")
     try:
-        fields = {"degree_weights": tuple(map(float, weights.split(","))) if weights else None}
+        fields = {
+            "degree_weights": tuple(map(float, weights.split(","))) if weights else None,
+            "ema_decay": float(decay) if decay else None,
+        }
         if parts[0] == "constant" and len(parts) == 2:
             return {**fields, "lr_schedule": "constant", "lr": float(parts[1])}
         if parts[0] == "cosine" and len(parts) == 3:
@@ -70,7 +76,10 @@ def parse_arm(text: str) -> dict:
             return {**fields, "lr_schedule": "cosine", "lr": lr, "lr_final": lr_final}
     except ValueError:
         pass
-    sys.exit(f"error: arm {text!r}: expected constant:LR or cosine:LR:LR_FINAL, then /W0,...,W6")
+    sys.exit(
+        f"error: arm {text!r}: expected constant:LR or cosine:LR:LR_FINAL,"
+        " then /W0,...,W6, then @DECAY"
+    )
 
 
 def main() -> None:
@@ -101,7 +110,7 @@ def main() -> None:
             max_validation_samples=args.val_samples,
             **parse_arm(text),
         )
-        run = out / text.replace(":", "_").replace("/", "_w").replace(",", "-")
+        run = out / text.replace(":", "_").replace("/", "_w").replace(",", "-").replace("@", "_ema")
         run.mkdir(exist_ok=True)
         (run / "metrics.jsonl").unlink(missing_ok=True)
         torch.manual_seed(args.seed)
@@ -116,7 +125,7 @@ def main() -> None:
         trainer.fit()
         seconds = time.perf_counter() - t0
         save_model(
-            trainer.model,
+            trainer.result_model,
             run / "model",
             {
                 **arm_meta,

@@ -152,6 +152,8 @@ def train(
         raise HoloprotError("--warmup-steps must be >= 0 and --lr-final positive")
     if settings.max_seconds is not None and not settings.max_seconds > 0:
         raise HoloprotError("--max-seconds must be positive")
+    if settings.ema_decay is not None and not 0 < settings.ema_decay < 1:
+        raise HoloprotError(f"--ema-decay {settings.ema_decay}: need 0 < decay < 1")
     proj = ProjectionSettings()
     if settings.degree_weights is not None:
         try:

@@ -34,6 +34,11 @@ Loss weights per degree (beyond the reference): with ``degree_weights`` (one wei
 coefficient's squared error is weighted by its degree's weight, scaled to mean 1 over the
 coefficients (:func:`holoprot.model.coefficient_weights`); training and validation losses use
 them (the best checkpoint is chosen by the weighted objective), ``recon_mse`` stays the plain MSE.
+
+Weight average (beyond the reference): with ``ema_decay`` the trainer keeps an exponential moving
+average of the weights (:class:`holoprot.training.averaging.WeightAverage`), updated after every
+step; validation, the best checkpoint and the saved models are the averaged weights, and the
+checkpoint holds both (a resume that turns the average on starts it from the resumed weights).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from safetensors.torch import load_file, save_file
 from holoprot.errors import HoloprotError
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model import HVAE, coefficient_weights, hvae_loss, save_model
+from holoprot.training.averaging import WeightAverage
 from holoprot.training.dataset import CoefficientDataset
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -80,6 +86,7 @@ class TrainSettings:
     max_validation_samples: int = 16384
     max_seconds: float | None = None
     degree_weights: tuple[float, ...] | None = None
+    ema_decay: float | None = None
 
     def kl_weight(self, epoch: int, is_vae: bool) -> float:
         if not is_vae:
@@ -163,6 +170,9 @@ class Trainer:
             if settings.degree_weights is None
             else coefficient_weights(settings.degree_weights, model.config.irreps_in).to(device)
         )
+        self.average = (
+            None if settings.ema_decay is None else WeightAverage(self.model, settings.ema_decay)
+        )
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -181,15 +191,21 @@ class Trainer:
         return torch.from_numpy(self.data.rows(rows)).to(self.device, non_blocking=True)
 
     # ---- validation -----------------------------------------------------------------------
+    @property
+    def result_model(self) -> HVAE:
+        """The weights this run validates and saves: the weight average if any, else the model."""
+        return self.model if self.average is None else self.average.module
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean loss terms over the validation sample (eval mode, z = μ)."""
-        self.model.eval()
+        """Mean loss terms of :attr:`result_model` over the validation sample (eval mode, z = μ)."""
+        model = self.result_model
+        model.eval()
         sums = {"loss": 0.0, "recon_mse": 0.0, "kl": 0.0}
         kl_w = self.settings.kl_weight(self.epoch, self.model.config.is_vae)
         for start in range(0, len(self.val_rows), 1024):
             rows = self.val_rows[start : start + 1024]
-            out = self.model(self._tensor(rows), sample=False)
+            out = model(self._tensor(rows), sample=False)
             _, terms = hvae_loss(
                 out,
                 lambda_rec=self.settings.lambda_rec,
@@ -211,6 +227,9 @@ class Trainer:
             for name, value in state.items():
                 tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.average is not None:
+            for k, v in self.average.state_dict().items():
+                tensors[f"average.{k}"] = v.detach().cpu().contiguous()
         weights = self.run_dir / "checkpoint.safetensors"
         tmp = weights.with_name(".checkpoint.safetensors.tmp")
         save_file(tensors, str(tmp))
@@ -222,6 +241,7 @@ class Trainer:
             "best_val": self.best_val,
             "wall_time_s": self.wall_time,
             "elapsed_s": self.elapsed,
+            "average_updates": None if self.average is None else self.average.updates,
             "param_groups": opt["param_groups"],
             "settings": asdict(self.settings),
             "config": self.model.config.to_dict(),
@@ -255,6 +275,12 @@ class Trainer:
                 state.setdefault(int(idx), {})[name] = v
         self.optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
         torch.set_rng_state(tensors["rng.torch"])
+        if self.average is not None:
+            averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
+            if averaged and info.get("average_updates") is not None:
+                self.average.load_state_dict(averaged, info["average_updates"])
+            else:
+                self.average = WeightAverage(self.model, self.average.decay)
         for key in ("epoch", "step_in_epoch", "global_step", "samples_seen", "best_val"):
             setattr(self, key, info[key])
         self.wall_time = info["wall_time_s"]
@@ -305,6 +331,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                    if self.average is not None:
+                        self.average.update(self.model)
                     dt = _clock() - t0
                     self.wall_time += dt
                     self.elapsed = elapsed_before + _clock() - started
@@ -357,7 +385,7 @@ class Trainer:
             "validation": val,
             "settings": asdict(self.settings),
         }
-        save_model(self.model, self.run_dir / name, meta)
+        save_model(self.result_model, self.run_dir / name, meta)
 
 
 def _clock() -> float:
