@@ -271,8 +271,18 @@ def test_init_continues_from_trained_weights(tmp_path: Path, small_config: Path)
     continued, meta = load_model_file(second / "model")
     assert continued.config == start.config
     assert meta["initialised_from"].endswith("model.safetensors")
+    start_sha = json.loads((first / "model.json").read_text())["sha256"]
+    assert meta["initialised_from_sha256"] == start_sha
     for (name, p), q in zip(start.named_parameters(), continued.parameters(), strict=True):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-6, err_msg=name)
+    # a resumed run still names the weights it started from
+    args[args.index("--epochs") + 1] = "2"
+    c = run("train", *FILES, "--out", second, *args[2:], "--resume", "--config", small_config)
+    assert c.exit_code == 0, c.output
+    _, resumed = load_model_file(second / "model")
+    assert json.loads((second / "checkpoint.json").read_text())["epoch"] == 2
+    assert resumed["initialised_from"] == meta["initialised_from"]
+    assert resumed["initialised_from_sha256"] == start_sha
     bad = run("train", *FILES, "--out", tmp_path / "x", *args, "--config", small_config)
     assert bad.exit_code == 1 and "--init" in bad.output
 

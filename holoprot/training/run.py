@@ -21,6 +21,7 @@ import torch
 
 from holoprot.devices import resolve_device
 from holoprot.errors import HoloprotError, InputError
+from holoprot.hashing import sha256_file
 from holoprot.inputs import expand_inputs
 from holoprot.model import HVAE, HVAEConfig, coefficient_weights, load_model_file, save_model
 from holoprot.pipeline import ProjectionSettings
@@ -181,12 +182,19 @@ def train(
         )
     basis_irreps = proj.basis.irreps
     start = None
+    lineage: dict[str, str | None] = {"initialised_from": None, "initialised_from_sha256": None}
     if resume:
-        stored = json.loads((run / "checkpoint.json").read_text())["config"]
-        config = HVAEConfig.from_dict(stored)
+        stored = json.loads((run / "checkpoint.json").read_text())
+        config = HVAEConfig.from_dict(stored["config"])
+        lineage = {key: stored.get(key) for key in lineage}
     elif init is not None:  # continue from trained weights: same architecture and constant
-        start, _ = load_model_file(resolve_weights(init))
+        stem = resolve_weights(init)
+        start, _ = load_model_file(stem)  # checks the weights' sha256 against their JSON
         config = start.config
+        lineage = {
+            "initialised_from": str(init),
+            "initialised_from_sha256": sha256_file(stem.with_name(stem.name + ".safetensors")),
+        }
     else:
         ls = irreps_ls(basis_irreps)
         norm = input_norm_constant(data, rows["train"], ls)
@@ -216,7 +224,7 @@ def train(
             "group_file": str(group_file) if group_file else None,
             "group_pattern": group_pattern,
         },
-        "initialised_from": None if init is None else str(init),
+        **lineage,
         "basis": proj.basis.metadata(),
         "radius": proj.radius,
         "hardware": {

@@ -242,6 +242,8 @@ class Trainer:
             "wall_time_s": self.wall_time,
             "elapsed_s": self.elapsed,
             "average_updates": None if self.average is None else self.average.updates,
+            "initialised_from": self.metadata.get("initialised_from"),
+            "initialised_from_sha256": self.metadata.get("initialised_from_sha256"),
             "param_groups": opt["param_groups"],
             "settings": asdict(self.settings),
             "config": self.model.config.to_dict(),
