@@ -64,8 +64,13 @@ def test_exact_search_equals_numpy_brute_force(embeddings, exact_index):
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     full = 1.0 - qn @ xn.T
     expected = np.argsort(full, axis=1, kind="stable")[:, :10]
-    np.testing.assert_array_equal(rows, expected)
-    np.testing.assert_allclose(distances, np.take_along_axis(full, expected, 1), atol=1e-5)
+    want = np.take_along_axis(full, expected, 1)
+    # float32 scoring may swap two neighbours whose float64 distances (≤ 2) differ by less than
+    # its rounding (~1e-6): the rows' own float64 distances must be the k smallest, to 1e-5
+    np.testing.assert_allclose(np.take_along_axis(full, rows, 1), want, atol=1e-5)
+    assert (rows == expected).mean() > 0.99
+    assert all(len(set(r)) == len(r) for r in rows.tolist())
+    np.testing.assert_allclose(distances, want, atol=1e-5)
     assert (np.diff(distances, axis=1) >= 0).all()
 
 
