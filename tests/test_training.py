@@ -228,8 +228,8 @@ def test_edited_dataset_cache_is_rebuilt_or_refused(tmp_path: Path) -> None:
         (["--device", "cuda:7"], "cuda"),
         (["--degree-weights", "1,1"], "--degree-weights: degree weights [1.0, 1.0]: need 7"),
         (["--degree-weights", "1,x"], "comma-separated numbers"),
-        (["--ema-decay", "1"], "--ema-decay 1.0: need 0 < decay < 1"),
-        (["--ema-decay", "0"], "--ema-decay 0.0: need 0 < decay < 1"),
+        (["--ema-decay", "1"], "--ema-decay: decay 1.0: need 0 < decay < 1"),
+        (["--ema-decay", "0"], "--ema-decay: decay 0.0: need 0 < decay < 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(

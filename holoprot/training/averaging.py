@@ -21,6 +21,12 @@ import torch
 from torch import nn
 
 
+def check_decay(decay: float) -> None:
+    """ValueError unless 0 < `decay` < 1."""
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"decay {decay}: need 0 < decay < 1")
+
+
 class WeightAverage:
     """Moving average of `model`'s weights, held in a copy of the model (`module`, eval mode).
 
@@ -30,8 +36,7 @@ class WeightAverage:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"weight-average decay {decay}: need 0 < decay < 1")
+        check_decay(decay)
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(model).eval()

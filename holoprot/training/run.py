@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from holoprot.devices import resolve_device
+from holoprot.embedding import load_model
 from holoprot.errors import HoloprotError, InputError
-from holoprot.hashing import sha256_file
 from holoprot.inputs import expand_inputs
 from holoprot.model import HVAE, HVAEConfig, coefficient_weights, load_model_file, save_model
 from holoprot.pipeline import ProjectionSettings
 from holoprot.so3 import irreps_ls
+from holoprot.training.averaging import check_decay
 from holoprot.training.dataset import (
     CoefficientDataset,
     assign_groups,
@@ -40,7 +41,6 @@ from holoprot.training.trainer import (
     input_norm_constant,
     plot_loss_curve,
 )
-from holoprot.weights import resolve_weights
 
 #: Keys of a --config JSON file besides HVAEConfig fields.
 _SETTINGS_KEYS = {f for f in TrainSettings.__dataclass_fields__}
@@ -153,8 +153,11 @@ def train(
         raise HoloprotError("--warmup-steps must be >= 0 and --lr-final positive")
     if settings.max_seconds is not None and not settings.max_seconds > 0:
         raise HoloprotError("--max-seconds must be positive")
-    if settings.ema_decay is not None and not 0 < settings.ema_decay < 1:
-        raise HoloprotError(f"--ema-decay {settings.ema_decay}: need 0 < decay < 1")
+    if settings.ema_decay is not None:
+        try:
+            check_decay(settings.ema_decay)
+        except ValueError as exc:
+            raise HoloprotError(f"--ema-decay: {exc}") from None
     proj = ProjectionSettings()
     if settings.degree_weights is not None:
         try:
@@ -188,13 +191,9 @@ def train(
         config = HVAEConfig.from_dict(stored["config"])
         lineage = {key: stored.get(key) for key in lineage}
     elif init is not None:  # continue from trained weights: same architecture and constant
-        stem = resolve_weights(init)
-        start, _ = load_model_file(stem)  # checks the weights' sha256 against their JSON
+        start, start_info = load_model(init, device="cpu")
         config = start.config
-        lineage = {
-            "initialised_from": str(init),
-            "initialised_from_sha256": sha256_file(stem.with_name(stem.name + ".safetensors")),
-        }
+        lineage = {"initialised_from": str(init), "initialised_from_sha256": start_info["sha256"]}
     else:
         ls = irreps_ls(basis_irreps)
         norm = input_norm_constant(data, rows["train"], ls)

@@ -279,7 +279,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if self.average is not None:
             averaged = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
-            if averaged and info.get("average_updates") is not None:
+            if averaged:
                 self.average.load_state_dict(averaged, info["average_updates"])
             else:
                 self.average = WeightAverage(self.model, self.average.decay)
