@@ -32,7 +32,7 @@ from holoprot.pipeline import (
     iter_projected,
 )
 from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
-from holoprot.weights import resolve_weights
+from holoprot.weights import model_files, resolve_weights
 from holoprot.zernike import ZernikeBasis
 
 #: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
@@ -57,7 +57,7 @@ def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> 
     """
     stem = resolve_weights(weights)
     model, meta = load_model_file(stem, device=resolve_device(device))
-    sha = json.loads(stem.with_suffix(".json").read_text())["sha256"]
+    sha = json.loads(model_files(stem)[1].read_text())["sha256"]
     return model, {"name": stem.name, "sha256": sha, "path": str(stem), "metadata": meta}
 
 

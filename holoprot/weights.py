@@ -23,6 +23,17 @@ DEFAULT_WEIGHTS = "hae-z128-bm5"
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights_data"
 
 
+def model_files(path: str | Path) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)`` for a model's ``.safetensors``, ``.json`` or stem.
+
+    The suffixes are appended to the stem, not swapped for its last suffix, so a stem with a dot
+    (``weights/v1.2``) keeps it.
+    """
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
 def weights_dirs() -> list[Path]:
     """Folders searched for named weights, in order."""
     extra = [Path(p) for p in os.environ.get("HOLOPROT_WEIGHTS_PATH", "").split(os.pathsep) if p]
@@ -34,7 +45,7 @@ def available_weights() -> list[str]:
     names = []
     for d in weights_dirs():
         for f in sorted(d.glob("*.safetensors")):
-            if f.with_suffix(".json").is_file() and f.stem not in names:
+            if model_files(f)[1].is_file() and f.stem not in names:
                 names.append(f.stem)
     return names
 
@@ -50,17 +61,16 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
         text = DEFAULT_WEIGHTS
     is_path = os.sep in text or text.endswith((".safetensors", ".json")) or Path(text).exists()
     if is_path:
-        stem = Path(text)
-        if stem.suffix in (".safetensors", ".json"):
-            stem = stem.with_suffix("")
-        elif stem.exists():
+        path = Path(text)
+        if path.suffix not in (".safetensors", ".json") and path.exists():
             raise HoloprotError(
                 f"{text}: not a weights file (expected a .safetensors file with its .json beside"
                 " it, or a weights name)"
             )
-        if not stem.with_suffix(".safetensors").is_file():
-            raise HoloprotError(f"{stem.with_suffix('.safetensors')}: weights file not found")
-        return stem
+        weights = model_files(path)[0]
+        if not weights.is_file():
+            raise HoloprotError(f"{weights}: weights file not found")
+        return weights.with_suffix("")
     for d in weights_dirs():
         if (d / f"{text}.safetensors").is_file():
             return d / text
@@ -88,7 +98,7 @@ def list_weights() -> list[WeightsInfo]:
     found = []
     for name in available_weights():
         stem = resolve_weights(name)
-        sidecar = stem.with_suffix(".json")
+        sidecar = model_files(stem)[1]
         try:
             info = json.loads(sidecar.read_text())
             found.append(WeightsInfo(name, info["sha256"], int(info["config"]["latent_dim"]), stem))

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from holoprot.cli import app
 from holoprot.reporting import print_error
-from holoprot.weights import resolve_weights
+from holoprot.weights import model_files, resolve_weights
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 PDB = EXAMPLES / "1hvr.pdb"  # chains A and B
@@ -46,9 +46,8 @@ def _file(tmp: Path, name: str, content: bytes) -> Path:
 
 
 def _copy_weights(tmp: Path) -> Path:
-    stem = resolve_weights("default")
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(stem.with_suffix(suffix), tmp / f"w{suffix}")
+    for source in model_files(resolve_weights("default")):
+        shutil.copy(source, tmp / f"w{source.suffix}")
     return tmp / "w.safetensors"
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from holoprot.embedding import load_model
 from holoprot.errors import HoloprotError
 from holoprot.hashing import SEAL_KEY, seal
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
+from holoprot.weights import list_weights, resolve_weights
 
 CONFIG = HVAEConfig(
     irreps_in="4x0e+3x1e+2x2e",
@@ -44,6 +46,23 @@ def test_round_trip(tmp_path: Path) -> None:
             assert torch.equal(u, v)
     info = json.loads((tmp_path / "m.json").read_text())
     assert info["config"] == CONFIG.to_dict() and len(info["sha256"]) == 64
+
+
+def test_a_stem_with_a_dot_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`v1.2` is saved, found and loaded as v1.2.safetensors + v1.2.json, never v1.*."""
+    torch.manual_seed(0)
+    path = save_model(HVAE(CONFIG).eval(), tmp_path / "v1.2", {"epoch": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1.2.json", "v1.2.safetensors"]
+    sha = json.loads((tmp_path / "v1.2.json").read_text())["sha256"]
+    for arg in (path, tmp_path / "v1.2.json", str(path)):
+        assert resolve_weights(arg) == tmp_path / "v1.2"
+        assert load_model(arg, device="cpu")[1]["sha256"] == sha
+    monkeypatch.setenv("HOLOPROT_WEIGHTS_PATH", str(tmp_path))
+    assert resolve_weights("v1.2") == tmp_path / "v1.2"
+    (found,) = [w for w in list_weights() if w.name == "v1.2"]
+    assert (found.sha256, found.latent_dim, found.path) == (sha, 4, tmp_path / "v1.2")
+    _, info = load_model("v1.2", device="cpu")
+    assert (info["name"], info["sha256"], info["metadata"]) == ("v1.2", sha, {"epoch": 1})
 
 
 def test_tampered_weights_are_rejected(tmp_path: Path) -> None:

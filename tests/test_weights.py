@@ -15,7 +15,13 @@ import pytest
 from holoprot.embedding import Embedder, load_model
 from holoprot.evaluation import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
 from holoprot.model import HVAEConfig
-from holoprot.weights import DEFAULT_WEIGHTS, PACKAGE_WEIGHTS, list_weights, resolve_weights
+from holoprot.weights import (
+    DEFAULT_WEIGHTS,
+    PACKAGE_WEIGHTS,
+    list_weights,
+    model_files,
+    resolve_weights,
+)
 from holoprot.zernike import ZernikeBasis
 
 CARD_DIR = Path(__file__).parents[1] / "weights"
@@ -28,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def info() -> dict:
-    return json.loads(resolve_weights("default").with_suffix(".json").read_text())
+    return json.loads(model_files(resolve_weights("default"))[1].read_text())
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import torch
 from holoprot.evaluation import evaluate_weights, read_split
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.training.trainer import plot_loss_curve
-from holoprot.weights import resolve_weights
+from holoprot.weights import model_files, resolve_weights
 
 #: The model cards and loss curves live here; the weights files ship inside the package.
 MODEL_CARD_DIR = Path(__file__).resolve().parent
@@ -221,11 +221,11 @@ def replace_card_section(card: Path, markdown: str) -> bool:
 
 def write_evaluation(stem: Path, evaluation: dict, loss_curve: Path | None) -> None:
     """Store `evaluation` in ``<stem>.json`` (atomically) and the loss curve beside the card."""
-    sidecar = stem.with_suffix(".json")
+    weights, sidecar = model_files(stem)
     info = json.loads(sidecar.read_text())
     check_seal(info, sidecar)  # only a sealed, unedited JSON is updated (and sealed again)
-    if sha256_file(stem.with_suffix(".safetensors")) != info["sha256"]:
-        raise SystemExit(f"{stem}.safetensors does not match the sha256 in {sidecar}")
+    if sha256_file(weights) != info["sha256"]:
+        raise SystemExit(f"{weights} does not match the sha256 in {sidecar}")
     png = MODEL_CARD_DIR / f"{stem.name}-loss.png"
     if loss_curve is not None:
         if loss_curve.suffix == ".jsonl":
@@ -245,11 +245,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     stem = resolve_weights(args.weights)
+    weights, sidecar = model_files(stem)
     structures = args.invariance_structures or pick_test_structures(
         args.split, args.n_invariance, args.seed
     )
     evaluation = evaluate_weights(
-        stem.with_suffix(".safetensors"),
+        weights,
         args.cache,
         args.split,
         structures,
@@ -264,12 +265,12 @@ def main() -> None:
         device=args.device,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    meta = json.loads(stem.with_suffix(".json").read_text())["metadata"]
+    meta = json.loads(sidecar.read_text())["metadata"]
     metrics = metrics_markdown(evaluation)
     print(f"## {stem.name}\n\n{training_markdown(meta)}\n\n{metrics}")
     if args.write:
         write_evaluation(stem, evaluation, args.loss_curve)
-        print(f"\nwrote metadata.evaluation to {stem.with_suffix('.json')}")
+        print(f"\nwrote metadata.evaluation to {sidecar}")
         card = MODEL_CARD_DIR / "README.md"
         if replace_card_section(card, metrics):
             print(f"wrote the metrics section of {card}")

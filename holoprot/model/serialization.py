@@ -25,6 +25,7 @@ import holoprot
 from holoprot.errors import HoloprotError
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model.hvae import HVAE, HVAEConfig
+from holoprot.weights import model_files
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_model_file", "save_model"]
 
@@ -32,22 +33,13 @@ FORMAT = "holoprot-hvae"
 FORMAT_VERSION = 1
 
 
-def _stem(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
-
-
 def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; return the weights path.
 
     ``metadata`` must be JSON-serialisable (e.g. training data, epoch, losses).
     """
-    stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    weights, sidecar = (
-        stem.with_name(stem.name + ".safetensors"),
-        stem.with_name(stem.name + ".json"),
-    )
+    weights, sidecar = model_files(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     tmp_w = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
     tmp_j = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
     try:
@@ -79,11 +71,7 @@ def load_model_file(
     the stem). Returns ``(model in eval mode, metadata)``. Raises
     :class:`~holoprot.errors.HoloprotError` if a file is missing or corrupt, a checksum (of the
     tensors or of the JSON) does not match, or the tensors do not fit the stored config."""
-    stem = _stem(path)
-    weights, sidecar = (
-        stem.with_name(stem.name + ".safetensors"),
-        stem.with_name(stem.name + ".json"),
-    )
+    weights, sidecar = model_files(path)
     if not weights.is_file():
         raise HoloprotError(f"{weights}: weights file not found")
     if not sidecar.is_file():
