@@ -61,6 +61,7 @@ def test_run_writes_what_the_device_tool_brings_back(tmp_path: Path) -> None:
     model, meta = load_model_file(out / "model")
     assert model.config.latent_dim == 4
     assert meta["initialised_from"] == str(init.with_suffix("")) and "test" in meta
+    assert meta["settings"]["ema_decay"] == 0.998  # the saved model is the weight average
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == report["training"]["steps"] and "val_loss" in records[-1]
     split = (out / "split.csv").read_text().splitlines()

@@ -30,8 +30,9 @@ all) and gives back what the command leaves in ``$OUT`` (at most 8 files, 16 MiB
    encoder (batch 512 and 4096) on real coefficients, then continues training from ``--init``
    (default: the default weights, fresh Adam, as ``holoprot train --init``) on the pack's train
    split for whatever time is left before ``--deadline`` seconds after its start (less
-   ``--reserve``), with the cosine schedule over that time budget, and finally evaluates the
-   best model on the test split. Into ``--out`` it writes: ``log.txt``, ``report.json``
+   ``--reserve``), with the cosine schedule over that time budget and a moving average of the
+   weights (``--ema-decay``, as round 7 on CPU), and finally evaluates the best (averaged) model
+   on the test split. Into ``--out`` it writes: ``log.txt``, ``report.json``
    (throughput: projection neighbourhoods/s, encoder residues/s, training samples/s, GPU name,
    torch version; then the training summary), ``model.safetensors`` + ``model.json`` (the best
    validation model, replaced at every new best, so a killed run still returns weights),
@@ -104,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--lr", type=float, default=6e-4)
     run.add_argument("--lr-final", type=float, default=1e-5)
     run.add_argument("--warmup-steps", type=int, default=100)
+    run.add_argument(
+        "--ema-decay", type=float, default=0.998, help="weight average (0: none), as round 7"
+    )
     run.add_argument("--validations-per-epoch", type=int, default=5)
     run.add_argument("--checkpoint-every", type=int, default=200)
     run.add_argument("--seed", type=int, default=123456789)
@@ -359,6 +363,7 @@ def run(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         validations_per_epoch=args.validations_per_epoch,
         max_seconds=budget,
+        ema_decay=args.ema_decay or None,
     )
     metadata = {
         "training_data": {
