@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 
+from holoprot.affinity.preparation import subset_atoms
 from holoprot.neighborhoods import extract_neighborhoods
 from holoprot.structure import Structure, read_structure
 from holoprot.zernike import ZernikeBasis
@@ -19,26 +19,16 @@ spec.loader.exec_module(chain_context)
 
 BASIS = ZernikeBasis()
 DIMER = read_structure(ROOT / "examples/1hvr.pdb")  # HIV protease dimer, chains A and B
-RESIDUE_FIELDS = ("chain", "seq_num", "icode", "res_name", "is_amino_acid", "is_standard")
 
 
 def one_chain(structure: Structure, chain: str) -> Structure:
     """`structure` without the atoms and residues of every other chain."""
-    residues = np.flatnonzero(structure.chain == chain)
-    atoms = np.isin(structure.residue_index, residues)
-    return dataclasses.replace(
-        structure,
-        coords=structure.coords[atoms],
-        element=structure.element[atoms],
-        atom_name=structure.atom_name[atoms],
-        residue_index=np.searchsorted(residues, structure.residue_index[atoms]).astype(np.int32),
-        is_hetero=structure.is_hetero[residues],
-        **{f: getattr(structure, f)[residues] for f in RESIDUE_FIELDS},
-    )
+    return subset_atoms(structure, structure.chain[structure.residue_index] == chain)
 
 
 def test_two_chains_differ_only_where_the_other_chain_is_near() -> None:
     together, alone, contact = chain_context.own_chain_coefficients(DIMER, BASIS, 10.0)
+    np.testing.assert_array_equal(together, BASIS.coefficients(extract_neighborhoods(DIMER, 10.0)))
     assert together.shape == alone.shape == (len(contact), BASIS.dim)
     assert 0.1 < contact.mean() < 0.9  # the dimer interface, not every residue
     np.testing.assert_array_equal(together[~contact], alone[~contact])

@@ -24,7 +24,7 @@ import torch
 
 from holoprot.embedding import load_model
 from holoprot.evaluation import read_group_sets, reconstruction_rows
-from holoprot.neighborhoods import centre_atoms, extract_neighborhoods, neighborhoods_around
+from holoprot.neighborhoods import centre_atoms, neighborhoods_around
 from holoprot.structure import Structure, read_structure
 from holoprot.zernike import ZernikeBasis
 
@@ -45,11 +45,11 @@ def own_chain_coefficients(
     structure: Structure, basis: ZernikeBasis, radius: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every residue projected twice: ``(all atoms (M, dim), own chain only (M, dim), contact
-    (M,) bool)``, rows in :func:`~holoprot.neighborhoods.centre_atoms` order."""
+    (M,) bool)``, rows in :func:`~holoprot.neighborhoods.centre_atoms` order (that of
+    :func:`~holoprot.neighborhoods.extract_neighborhoods`)."""
     atom_chain = structure.chain.astype(str)[structure.residue_index]
-    together = extract_neighborhoods(structure, radius)
     res_idx, ca_idx, _ = centre_atoms(structure)
-    assert np.array_equal(together.residue_index, res_idx)
+    together = neighborhoods_around(structure.coords, structure.element, res_idx, ca_idx, radius)
     centre_chain = atom_chain[ca_idx]
     per_atom = np.repeat(np.arange(len(together)), together.n_atoms)
     other = atom_chain[together.atom_index] != centre_chain[per_atom]
