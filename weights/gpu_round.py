@@ -288,11 +288,14 @@ def run(args: argparse.Namespace) -> None:
 
     from holoprot.devices import resolve_device
     from holoprot.model import HVAE, load_model_file
+    from holoprot.training.averaging import check_decay
     from holoprot.training.pack import load_pack, pack_dataset, project_pack
     from holoprot.training.run import finish
     from holoprot.training.trainer import Trainer, TrainSettings, plot_loss_curve
     from holoprot.weights import resolve_weights
 
+    if args.ema_decay:  # before minutes of projection, not when training starts
+        check_decay(args.ema_decay)
     device = resolve_device(args.device)
     report: dict = {
         "device": str(device),
