@@ -345,9 +345,8 @@ def embed(
         return
     import torch
 
-    from holoprot.embedding import Embedder, encoder_workers
+    from holoprot.embedding import Embedder, encoder_threads, encoder_workers
     from holoprot.inputs import expand_inputs
-    from holoprot.pipeline import available_cpus
     from holoprot.validation import check_unique_ids, parse_chains
 
     with user_errors():
@@ -363,7 +362,7 @@ def embed(
         if workers is None:
             workers = encoder_workers(len(paths))
         if embedder.device.type == "cpu":  # leave the workers' cores to them
-            torch.set_num_threads(max(1, available_cpus() - workers))
+            torch.set_num_threads(encoder_threads(workers))
         schema = embedder.schema(frames)
         writer = open_writer(output, schema, schema.metadata, paths, resume)
         todo = [p for p in paths if p not in writer.done]

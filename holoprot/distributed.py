@@ -33,8 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from holoprot.errors import HoloprotError
+from holoprot.errors import HoloprotError, InputError
 from holoprot.pipeline import ProjectionSettings, project_file
+from holoprot.structure import max_structure_bytes, size_limit_message
 from holoprot.tables import IDENTITY_SCHEMA, repeated_string, vector_array, vector_field
 
 ERROR_COLUMN = "error"
@@ -109,6 +110,18 @@ def _failure_row(source: str, message: str, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{"source_path": source, ERROR_COLUMN: message}], schema=schema)
 
 
+def _fetch(fs: pafs.FileSystem, path: str, local: Path, source: str) -> None:
+    """Copy a remote file to `local` in chunks, refusing it past `max_structure_bytes()`."""
+    limit = max_structure_bytes()
+    size = 0
+    with fs.open_input_stream(path) as stream, open(local, "wb") as out:
+        while chunk := stream.read(1 << 22):
+            size += len(chunk)
+            if size > limit:
+                raise InputError(source, size_limit_message(limit))
+            out.write(chunk)
+
+
 def _project_one(source: str, settings: ProjectionSettings, schema: pa.Schema) -> pa.Table:
     if not is_uri(source):
         item = project_file(source, settings)
@@ -116,8 +129,7 @@ def _project_one(source: str, settings: ProjectionSettings, schema: pa.Schema) -
         fs, path = pafs.FileSystem.from_uri(source)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(path).name
-            with fs.open_input_stream(path) as stream:
-                local.write_bytes(stream.read())
+            _fetch(fs, path, local, source)
             try:
                 item = project_file(local, settings)
             except HoloprotError as exc:

@@ -50,6 +50,12 @@ def encoder_workers(n_inputs: int) -> int:
     return max(1, min(n_inputs, cpus // 4))
 
 
+def encoder_threads(workers: int) -> int:
+    """Torch threads of the encoder on the CPU beside `workers` parsing/projection processes (one
+    thread each): the CPUs they leave, at least one."""
+    return max(1, available_cpus() - workers)
+
+
 def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> tuple[HVAE, dict]:
     """Load named or local weights (checksum verified) in eval mode.
 

@@ -22,6 +22,11 @@ resumed run writes the same parts as an uninterrupted one.
 
 Either way nothing appears at the final path before the commit. Row groups hold exactly
 `row_group_rows(schema)` rows (the last one fewer), so the bytes of a file depend only on its rows.
+
+Names read back from files are trusted no further than the folder they name: a manifest's part
+names must be ``part-NNNNNN.parquet`` (`PART_NAME`), and a dataset folder or staging folder that
+is a symbolic link (or not a folder) is refused, so nothing outside the output and its staging
+folder is ever read, renamed or deleted, whatever a manifest or a planted link says.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import bisect
 import itertools
 import json
 import os
+import re
 import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from holoprot.atomic import temporary_file, write_json_atomic
 from holoprot.errors import HoloprotError
 
 #: Codec, encoding and row-group size, chosen by measurement on Zernike coefficients
@@ -58,6 +66,37 @@ MANIFEST = "manifest.json"  # inside a staging folder
 DATASET_MANIFEST = "_holoprot_manifest.json"  # inside a committed dataset folder
 SUCCESS = "_SUCCESS"
 _FORMAT = "holoprot-parts-1"
+#: The name of every part the writer makes (`_part_name`); a manifest naming anything else is
+#: refused, so a listed name can never leave its folder.
+PART_NAME = re.compile(r"part-\d{6}\.parquet")
+#: Temporary names a killed run may leave in a staging folder: a part being written, the manifest
+#: being replaced, a file output being merged (``.part-000003.parquet.<random>.tmp``,
+#: ``.manifest.json.<random>.tmp``, ``.merged.parquet.<random>.tmp``; also the fixed names of
+#: earlier versions, ``.part-000003.parquet.tmp`` and ``.manifest.json.tmp-PID``).
+_LEFTOVER = re.compile(r"\.(part-\d{6}\.parquet|manifest\.json|merged\.parquet)\..+")
+#: ... and in a dataset folder: its manifest being replaced.
+_DATASET_LEFTOVER = re.compile(r"\._holoprot_manifest\.json\..+")
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:06d}.parquet"
+
+
+def check_real_folder(path: Path, what: str) -> None:
+    """Refuse `path` (when it exists) unless it is a folder itself, not a symbolic link to one:
+    a linked output or staging folder would make a resume read, rename or delete files
+    elsewhere."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise HoloprotError(
+            f"{path}: {what} is a symbolic link; refusing to follow it (remove the link, or"
+            " write to a real folder)"
+        )
+    if not stat.S_ISDIR(mode):
+        raise HoloprotError(f"{path}: {what} is not a folder; move it away")
 
 
 def is_dataset_output(path: str | os.PathLike) -> bool:
@@ -70,7 +109,7 @@ def is_dataset_output(path: str | os.PathLike) -> bool:
 def dataset_files(folder: str | os.PathLike) -> list[Path]:
     """The part files of a committed dataset folder, in row order."""
     folder = Path(folder)
-    manifest = _read_manifest(folder / DATASET_MANIFEST)
+    manifest = _read_manifest(folder / DATASET_MANIFEST, "cannot read the dataset")
     if manifest is not None:
         return [folder / p.file for p in manifest]
     return sorted(folder.glob("part-*.parquet"))
@@ -110,24 +149,28 @@ class _Part:
         return sum(n for _, n in self.sources)
 
 
-def _read_manifest(path: Path) -> list[_Part] | None:
-    if not path.exists():
+def _read_manifest(path: Path, action: str = "cannot resume from it") -> list[_Part] | None:
+    """The parts a manifest lists, or None when there is none; HoloprotError (one line, naming
+    `path`) for an unreadable manifest or a part name the writer does not make."""
+    if not os.path.lexists(path):
         return None
     try:
+        if not path.is_file() or path.is_symlink():
+            raise ValueError("not a regular file")
         data = json.loads(path.read_text())
         if data.get("format") != _FORMAT:
             raise ValueError(f"unknown format {data.get('format')!r}")
-        return [_Part(p["file"], [(s, int(n)) for s, n in p["sources"]]) for p in data["parts"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HoloprotError(f"{path}: cannot resume from it ({exc})") from exc
-
-
-def write_json_atomic(path: Path, obj: object, indent: int = 1) -> None:
-    """Write `obj` as JSON to `path` through a temporary file renamed into place, so that
-    `path` is never seen half-written."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=indent) + "\n")
-    os.replace(tmp, path)
+        parts = [_Part(p["file"], [(s, int(n)) for s, n in p["sources"]]) for p in data["parts"]]
+        for part in parts:
+            if not isinstance(part.file, str) or not PART_NAME.fullmatch(part.file):
+                raise ValueError(f"part name {part.file!r} is not one holoprot writes")
+            if not all(isinstance(s, str) and n >= 0 for s, n in part.sources):
+                raise ValueError(f"malformed sources of {part.file}")
+        if len({p.file for p in parts}) != len(parts):
+            raise ValueError("a part is listed twice")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise HoloprotError(f"{path}: {action} ({exc})") from exc
+    return parts
 
 
 def _write_manifest(path: Path, parts: list[_Part]) -> None:
@@ -224,11 +267,13 @@ class ResidueTableWriter:
             self.staging = self.path.with_name(self.path.name + STAGING_SUFFIX)
         if not self.path.parent.is_dir():
             raise HoloprotError(f"{self.path}: output folder does not exist")
+        self._check_links()
         self._committed: list[_Part] = []  # parts of an existing dataset folder
         self._existing: list[tuple[str, int]] = []  # sources of an existing output file
         self._parts: list[_Part] = []  # complete parts in the staging folder
         self._open: RowGroupWriter | None = None
         self._open_part: _Part | None = None
+        self._open_tmp: Path | None = None
         self._open_bytes = 0
         if self.is_dataset:
             self._check_folder()
@@ -248,6 +293,12 @@ class ResidueTableWriter:
             stored.extend(self._open_part.sources)
         return {s for s, _ in stored}
 
+    def _check_links(self) -> None:
+        """Refuse a dataset folder or staging folder that is a symbolic link (or a file)."""
+        if self.is_dataset:
+            check_real_folder(self.path, "the output folder")
+        check_real_folder(self.staging, "the staging folder of an unfinished run")
+
     def _check_folder(self) -> None:
         if not self.path.exists():
             return
@@ -255,7 +306,9 @@ class ResidueTableWriter:
         strangers = [
             p.name
             for p in self.path.iterdir()
-            if p.name not in ours and not (p.name.startswith("part-") and p.suffix == ".parquet")
+            if p.name not in ours
+            and not (PART_NAME.fullmatch(p.name) and _is_file(p))
+            and not (_DATASET_LEFTOVER.fullmatch(p.name) and _is_file(p, links=True))
         ]
         if strangers:
             raise HoloprotError(
@@ -267,25 +320,80 @@ class ResidueTableWriter:
         if self.is_dataset:
             self._committed = _read_manifest(self.path / DATASET_MANIFEST) or []
             for part in self._committed:
-                self._check_schema(self.path / part.file)
+                self._check_part(self.path / part.file)
         elif self.path.exists():
             self._check_schema(self.path)
             table = pq.read_table(self.path, columns=["source_path"])
             self._existing = _source_runs(table)
-        self._parts = _read_manifest(self.staging / MANIFEST) or []
+        staged = _read_manifest(self.staging / MANIFEST) or []
+        self._parts = [part for part in staged if not self._published(part)]
         for part in self._parts:
-            self._check_schema(self._part_path(part))
+            self._check_part(self._part_path(part))
         if self.staging.exists():  # what a killed run left beyond its manifest
-            listed = {p.file for p in self._parts} | {MANIFEST}
-            for stray in self.staging.iterdir():
-                if stray.name not in listed:
-                    stray.unlink()
+            self._remove_leftovers(listed={p.file for p in staged} | {MANIFEST})
+
+    def _published(self, part: _Part) -> bool:
+        """Whether a staged part was already published by a commit that was then interrupted
+        (its rows are in the output, so the part is dropped); HoloprotError when the manifests
+        disagree about it."""
+        if os.path.lexists(self.staging / part.file):
+            if part.file in {p.file for p in self._committed}:
+                raise HoloprotError(
+                    f"{self.staging / part.file}: cannot resume, the dataset already holds a part"
+                    " of that name (left by a run replacing the dataset: rerun with --overwrite)"
+                )
+            return False
+        if self.is_dataset:
+            committed = {p.file: p for p in self._committed}
+            if part.file not in committed:
+                return False  # renamed into the folder, the dataset manifest not yet written
+            if committed[part.file].sources != part.sources:
+                raise HoloprotError(
+                    f"{self.path / DATASET_MANIFEST}: cannot resume, {part.file} holds other rows"
+                    f" than {self.staging / MANIFEST} says"
+                )
+            return True
+        existing = set(dict(self._existing))
+        if not self.path.exists() or not {s for s, _ in part.sources} <= existing:
+            raise HoloprotError(
+                f"{self.staging / part.file}: cannot resume, the part is missing (delete"
+                f" {self.staging} and rerun without --resume)"
+            )
+        return True  # the single part renamed onto the output, the staging folder not yet gone
+
+    def _remove_leftovers(self, listed: set[str]) -> None:
+        """Delete the files a killed run left in the staging folder beyond its manifest (parts it
+        did not record, temporary files); anything else there is refused, not deleted."""
+        strays, strangers = [], []
+        for entry in self.staging.iterdir():
+            if entry.name in listed:
+                continue
+            ours = PART_NAME.fullmatch(entry.name) or _LEFTOVER.fullmatch(entry.name)
+            (strays if ours and _is_file(entry, links=True) else strangers).append(entry.name)
+        if strangers:
+            raise HoloprotError(
+                f"{self.staging}: holds files holoprot did not write"
+                f" ({', '.join(sorted(strangers)[:3])}); move them away to resume"
+            )
+        for name in strays:
+            (self.staging / name).unlink()
 
     def _part_path(self, part: _Part) -> Path:
         staged = self.staging / part.file
-        if self.is_dataset and not staged.exists():  # moved by an interrupted commit
+        if self.is_dataset and not os.path.lexists(staged):  # moved by an interrupted commit
             return self.path / part.file
         return staged
+
+    def _check_part(self, file: Path) -> None:
+        """A part to keep must be a regular file (not a link to a file elsewhere) of this run's
+        columns and settings."""
+        try:
+            regular = _is_file(file)
+        except FileNotFoundError:
+            regular = True  # reported by _check_schema
+        if not regular:
+            raise HoloprotError(f"{file}: cannot resume, the part is not a regular file")
+        self._check_schema(file)
 
     def _check_schema(self, file: Path) -> None:
         try:
@@ -305,12 +413,12 @@ class ResidueTableWriter:
         if table.num_rows == 0:
             return
         if self._open is None:
+            self._check_links()
             self.staging.mkdir(parents=True, exist_ok=True)
             index = len(self._committed) + len(self._parts)
-            self._open_part = _Part(f"part-{index:06d}.parquet")
-            self._open = RowGroupWriter(
-                self._tmp_path(self._open_part), self.schema, self.row_group_rows
-            )
+            self._open_part = _Part(_part_name(index))
+            self._open_tmp = temporary_file(self.staging, f".{self._open_part.file}.")
+            self._open = RowGroupWriter(self._open_tmp, self.schema, self.row_group_rows)
             self._open_bytes = 0
         assert self._open_part is not None
         self._open.write(table)
@@ -324,17 +432,14 @@ class ResidueTableWriter:
         if self._open_part.rows >= self.part_rows or self._open_bytes >= self.part_bytes:
             self._close_part()
 
-    def _tmp_path(self, part: _Part) -> Path:
-        return self.staging / f".{part.file}.tmp"
-
     def _close_part(self) -> None:
-        if self._open is None or self._open_part is None:
+        if self._open is None or self._open_part is None or self._open_tmp is None:
             return
         self._open.close()
-        os.replace(self._tmp_path(self._open_part), self.staging / self._open_part.file)
+        os.replace(self._open_tmp, self.staging / self._open_part.file)
         self._parts.append(self._open_part)
         _write_manifest(self.staging / MANIFEST, self._parts)
-        self._open, self._open_part = None, None
+        self._open, self._open_part, self._open_tmp = None, None, None
 
     # ---- publishing ------------------------------------------------------------------------
     def commit(self, order: Sequence[str] | None = None) -> int:
@@ -344,6 +449,7 @@ class ResidueTableWriter:
         order, others dropped. A folder keeps every stored part, in the order written.
         """
         self._close_part()
+        self._check_links()
         rows = self._commit_dataset() if self.is_dataset else self._commit_file(order)
         if self.staging.exists():
             shutil.rmtree(self.staging)
@@ -354,15 +460,17 @@ class ResidueTableWriter:
         self.path.mkdir(exist_ok=True)
         (self.path / SUCCESS).unlink(missing_ok=True)
         keep = {p.file for p in parts}
-        for old in self.path.glob("part-*.parquet"):
-            if old.name not in keep:
+        for old in self.path.iterdir():
+            if (PART_NAME.fullmatch(old.name) and old.name not in keep) or (
+                _DATASET_LEFTOVER.fullmatch(old.name) and _is_file(old, links=True)
+            ):
                 old.unlink()
         for part in self._parts:
             staged = self.staging / part.file
-            if staged.exists():
+            if os.path.lexists(staged):
                 os.replace(staged, self.path / part.file)
         if not parts:  # an empty run still leaves a readable dataset with the schema
-            empty = _Part("part-000000.parquet")
+            empty = _Part(_part_name(0))
             RowGroupWriter(self.path / empty.file, self.schema).close()
             parts = [empty]
         _write_manifest(self.path / DATASET_MANIFEST, parts)
@@ -390,7 +498,10 @@ class ResidueTableWriter:
                 os.replace(self.staging / part.file, self.path)
                 return part.rows
         pieces = [where[s] for s in wanted]
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        # merged in the staging folder, so that a run killed while merging leaves nothing
+        # beside the output (a resume deletes it with the other leftovers)
+        self.staging.mkdir(exist_ok=True)
+        tmp = temporary_file(self.staging, ".merged.parquet.")
         try:
             writer = RowGroupWriter(tmp, self.schema, self.row_group_rows)
             for table in _read_pieces(pieces):
@@ -400,6 +511,13 @@ class ResidueTableWriter:
         finally:
             tmp.unlink(missing_ok=True)
         return sum(n for _, _, n in pieces)
+
+
+def _is_file(path: Path, links: bool = False) -> bool:
+    """Whether `path` is a regular file (or, with `links`, a symbolic link, which deleting
+    removes without touching its target)."""
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or (links and stat.S_ISLNK(mode))
 
 
 def _read_pieces(pieces: Iterable[tuple[Path, int, int]]) -> Iterable[pa.Table]:
@@ -446,8 +564,10 @@ def write_tables(
 
 
 __all__ = [
+    "PART_NAME",
     "ResidueTableWriter",
     "RowGroupWriter",
+    "check_real_folder",
     "dataset_files",
     "is_dataset_output",
     "row_group_rows",

@@ -32,11 +32,14 @@ Policies (each is tested on a real file in ``tests/test_structure.py``):
   (column 54), an mmCIF file that ends inside an ``_atom_site`` row (no final line end: the last
   value may be cut), and any other cut that gemmi rejects. Non-finite coordinates (``nan``) and
   names that are not UTF-8 text are errors too.
+* Size: text (after gzip decompression) longer than :func:`max_structure_bytes` (2 GiB by
+  default) is refused without being held whole in memory, so a gzip bomb costs at most that.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import zlib
@@ -49,7 +52,14 @@ import numpy as np
 
 from holoprot.errors import InputError
 
-__all__ = ["STANDARD_AMINO_ACIDS", "Structure", "detect_format", "read_structure", "structure_id"]
+__all__ = [
+    "STANDARD_AMINO_ACIDS",
+    "Structure",
+    "detect_format",
+    "max_structure_bytes",
+    "read_structure",
+    "structure_id",
+]
 
 STANDARD_AMINO_ACIDS = frozenset(
     ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE")
@@ -57,6 +67,7 @@ STANDARD_AMINO_ACIDS = frozenset(
 )
 _STRUCTURE_EXTENSIONS = (".pdb", ".ent", ".cif", ".mmcif")
 _GZIP_MAGIC = b"\x1f\x8b"
+_DEFAULT_MAX_STRUCTURE_BYTES = 2 << 30
 _PDB_ATOM_RECORD = re.compile(rb"^(ATOM|HETATM)", re.MULTILINE)
 _PDB_OTHER_RECORD = re.compile(
     rb"^(HEADER|TITLE |COMPND|SOURCE|REMARK|CRYST1|SEQRES|MODEL |HELIX |SHEET |EXPDTA|AUTHOR)",
@@ -134,26 +145,56 @@ def read_structure(path: str | os.PathLike, model: int | None = None) -> Structu
         ) from None
 
 
+def max_structure_bytes() -> int:
+    """The largest structure text read, in bytes (after decompression): 2 GiB, or the environment
+    variable ``HOLOPROT_MAX_STRUCTURE_BYTES``. The largest PDB entries are a few hundred MB of
+    mmCIF; the bound stops a gzip bomb (a small file that inflates without end) from filling
+    memory."""
+    text = os.environ.get("HOLOPROT_MAX_STRUCTURE_BYTES")
+    if text is None:
+        return _DEFAULT_MAX_STRUCTURE_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError("HOLOPROT_MAX_STRUCTURE_BYTES", f"{text!r} is not a positive integer")
+    return value
+
+
 def _read_text(path: str | os.PathLike) -> bytes:
     p = Path(path)
     if not p.exists():
         raise InputError(path, "no such file")
     if p.is_dir():
         raise InputError(path, "is a directory, not a structure file")
+    limit = max_structure_bytes()
     try:
+        if p.stat().st_size > limit:
+            raise InputError(path, size_limit_message(limit))
         data = p.read_bytes()
     except OSError as exc:
         raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
     if data[:2] == _GZIP_MAGIC:
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                data = stream.read(limit + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(path, f"corrupt gzip data ({exc})") from None
+        if len(data) > limit:
+            raise InputError(path, f"gzip content inflates to {size_limit_message(limit)}")
     if not data.strip():
         raise InputError(path, "empty file")
     if b"\x00" in data or _looks_binary(data):
         raise InputError(path, "binary content, not a PDB or mmCIF file")
     return data
+
+
+def size_limit_message(limit: int) -> str:
+    """What a structure past `limit` bytes is told (see :func:`max_structure_bytes`)."""
+    return (
+        f"more than {limit:,} bytes (raise HOLOPROT_MAX_STRUCTURE_BYTES to read larger structures)"
+    )
 
 
 def _looks_binary(data: bytes) -> bool:

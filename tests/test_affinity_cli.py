@@ -242,6 +242,32 @@ def test_bad_input_is_one_line_and_writes_nothing(affinity_cli, tmp_path):
     assert result.exit_code == 1 and "not a train-affinity output" in result.output
 
 
+def test_overwrite_replaces_only_an_affinity_output(affinity_cli, tmp_path):
+    """--overwrite must not delete a folder that holds no model written by holoprot."""
+    out = tmp_path / "notes"
+    (out / "data").mkdir(parents=True)
+    (out / "thesis.txt").write_text("years of work\n")
+    (out / "data" / "forest.json").write_text('{"model_sha256": "not sealed"}\n')
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    args = ["train-affinity", FIXTURE, "--features", "counts", *FAST, "--out", out]
+    result = affinity_cli(*args, "--overwrite")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert (out / "thesis.txt").read_text() == "years of work\n"
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith(
+        f"{out}: holds no affinity model written by holoprot (forest.json or ridge.json): not"
+        " replacing it with --overwrite; name a new folder"
+    )
+
+    run = tmp_path / "run"  # a train-affinity output is replaced
+    assert affinity_cli(*args[:-1], run).exit_code == 0
+    (run / "stale.txt").write_text("from the last run\n")
+    result = affinity_cli(*args[:-1], run, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not (run / "stale.txt").exists() and (run / "counts" / "forest.json").is_file()
+
+
 def test_unlabelled_and_unreadable_complexes_are_reported(affinity_cli, tmp_path):
     data = tmp_path / "data"
     for pdb_id in ("1hvr", "1a28", "1gbt", "4zhl"):
@@ -312,12 +338,11 @@ def test_no_ic50_drops_ic50_labels(affinity_cli, tmp_path):
 
 
 def test_real_embedder_end_to_end(affinity_cli, tmp_path):
-    """With the real `holoprot.embedding.Embedder` (skipped until its weights are available)."""
-    embed = pytest.importorskip("holoprot.embedding")
-    try:
-        embedder = embed.Embedder(weights="default", device="cpu")
-    except Exception as exc:  # weights missing in this checkout
-        pytest.skip(f"default weights unavailable: {exc}")
+    """With the real `holoprot.embedding.Embedder` and the default weights the package ships
+    (torch and the weights are required dependencies: any failure to build it fails here)."""
+    from holoprot.embedding import Embedder
+
+    embedder = Embedder(weights="default", device="cpu")
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = ["train-affinity", FIXTURE, "--features", "hae", "--device", "cpu", *FAST]
     result = affinity_cli(*args, "--n-forests", "1", "--cache-dir", cache, "--out", out)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 
 import numpy as np
 import pytest
 import skops.io
 from scipy import stats
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from holoprot.affinity import splits as sp
 from holoprot.affinity.forest import (
@@ -19,6 +24,7 @@ from holoprot.affinity.forest import (
 )
 from holoprot.affinity.metrics import bootstrap_intervals, regression_metrics
 from holoprot.errors import InputError
+from holoprot.hashing import seal, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +56,30 @@ def test_grid_search_picks_lowest_validation_rmse(fitted):
     assert fitted.best_params_ == best["params"]
 
 
-def test_forests_use_distinct_recorded_seeds_and_resamples(fitted, data):
-    """Reference pitfall 11: the resamples must differ between forests."""
+def test_forests_use_distinct_recorded_seeds_and_resamples(fitted, data, monkeypatch):
+    """Reference pitfall 11: the resamples must differ between forests. The rows each forest is
+    fitted on are observed (captured at `RandomForestRegressor.fit`), not re-derived."""
     X, y, *_ = data
     assert len(set(fitted.seeds_)) == 3
     assert [f.random_state for f in fitted.forests_] == fitted.seeds_
-    resamples = [np.random.default_rng(s).integers(0, len(y), len(y)) for s in fitted.seeds_]
-    assert not np.array_equal(resamples[0], resamples[1])
+    row_of = {row.tobytes(): i for i, row in enumerate(X)}  # the rows of X are distinct
+    seen: list[tuple[int, np.ndarray]] = []
+    fit = RandomForestRegressor.fit
+
+    def spy(self, X_fit, y_fit, *args, **kwargs):
+        rows = np.array([row_of[row.tobytes()] for row in X_fit])
+        np.testing.assert_array_equal(y_fit, y[rows])  # labels travel with their rows
+        seen.append((self.random_state, rows))
+        return fit(self, X_fit, y_fit, *args, **kwargs)
+
+    monkeypatch.setattr(RandomForestRegressor, "fit", spy)
+    model = ForestEnsemble(grid={"n_estimators": [5]}, n_forests=3, random_state=3).fit(X, y)
+    assert [state for state, _ in seen] == model.seeds_
+    counts = [np.bincount(rows, minlength=len(y)) for _, rows in seen]
+    for rows, count in zip((rows for _, rows in seen), counts, strict=True):
+        assert len(rows) == len(y) and count.max() > 1  # a resample, with replacement
+    for a, b in itertools.combinations(range(3), 2):
+        assert not np.array_equal(counts[a], counts[b]), (a, b)
     each = fitted.predict_each(X)
     assert not np.allclose(each[0], each[1])
     np.testing.assert_allclose(each.mean(axis=0), fitted.predict(X))
@@ -93,16 +116,68 @@ def test_tampered_model_file_is_refused(tmp_path, fitted):
         load_forest(tmp_path)
 
 
-def test_foreign_types_are_refused_even_with_matching_checksum(tmp_path, fitted):
-    save_forest(fitted, tmp_path, {})
-    skops.io.dump([fitted.forests_[0], stats.norm], tmp_path / "forest.skops")  # a scipy object
-    meta = json.loads((tmp_path / "forest.json").read_text())
-    from holoprot.hashing import seal, sha256_file
+def _forge(folder, forests) -> None:
+    """Replace the saved model by `forests` and recompute its sha256 and seal, as an attacker
+    can."""
+    skops.io.dump(forests, folder / "forest.skops")
+    meta = json.loads((folder / "forest.json").read_text())
+    meta["model_sha256"] = sha256_file(folder / "forest.skops")
+    (folder / "forest.json").write_text(json.dumps(seal(meta)))
 
-    meta["model_sha256"] = sha256_file(tmp_path / "forest.skops")
-    (tmp_path / "forest.json").write_text(json.dumps(seal(meta)))  # checksums forged too
-    with pytest.raises(InputError, match="outside sklearn/numpy"):
+
+def _tree_in_pipeline(forest):
+    """`forest` with its second tree behind a FunctionTransformer: all types skops trusts."""
+    forest = copy.deepcopy(forest)
+    step = FunctionTransformer(np.negative)
+    forest.estimators_[1] = Pipeline([("f", step), ("tree", forest.estimators_[1])])
+    return forest
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda forest: stats.norm, "scipy.stats"),
+        (lambda forest: FunctionTransformer(np.exp), "FunctionTransformer"),
+        (lambda forest: np.save, "save (FunctionNode)"),
+        (lambda forest: np.exp, "numpy.exp"),
+        (_tree_in_pipeline, "sklearn.pipeline.Pipeline"),
+    ],
+    ids=["scipy-object", "sklearn-callable", "numpy-function", "numpy-ufunc", "tree-in-pipeline"],
+)
+def test_foreign_types_are_refused_even_with_matching_checksum(tmp_path, fitted, make, named):
+    """Only the exact types of a forest load: not scipy objects, nor sklearn or numpy callables
+    (which skops itself trusts by default), however the checksums were recomputed."""
+    save_forest(fitted, tmp_path, {})
+    forests = list(fitted.forests_)
+    forests[1] = make(forests[1])
+    _forge(tmp_path, forests)
+    with pytest.raises(InputError, match="holds types a random forest does not need") as refused:
         load_forest(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'forest.skops'}: ") and "\n" not in message
+    assert named in message
+
+
+def test_only_random_forests_of_regression_trees_are_loaded(tmp_path, fitted):
+    """Files made only of the allowed types must still hold exactly the saved structure."""
+    save_forest(fitted, tmp_path, {})
+    first, *rest = fitted.forests_
+    forest_in_forest = copy.deepcopy(first)
+    forest_in_forest.estimators_[1] = rest[0]
+    for forests in (
+        [first.estimators_[0], *rest],  # a tree where a forest belongs
+        [forest_in_forest, *rest],  # a forest where a tree belongs
+        rest,  # fewer forests than recorded
+    ):
+        _forge(tmp_path, forests)
+        with pytest.raises(InputError, match="does not hold exactly 3 random forests"):
+            load_forest(tmp_path)
+    _forge(tmp_path, list(fitted.forests_))
+    meta = json.loads((tmp_path / "forest.json").read_text())
+    for key, value in [("n_features", "6"), ("forest", meta["forest"] | {"seeds": "1 2 3"})]:
+        (tmp_path / "forest.json").write_text(json.dumps(seal(meta | {key: value})))
+        with pytest.raises(InputError, match="malformed forest record"):
+            load_forest(tmp_path)
 
 
 def test_missing_metadata_is_refused(tmp_path):

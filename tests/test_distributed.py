@@ -11,7 +11,6 @@ files).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -145,6 +144,24 @@ def _encoder_pids() -> list[int]:
     return pids
 
 
+def _truncated(source: Path, out: Path, last_residue: int) -> Path:
+    """`source` (a PDB file) cut to residues numbered <= `last_residue` in every chain: inputs
+    that differ in rows and in content, so rows swapped between inputs cannot go unseen."""
+    lines = [
+        line
+        for line in source.read_text().splitlines(keepends=True)
+        if not line.startswith(("ATOM", "HETATM")) or int(line[22:26]) <= last_residue
+    ]
+    out.write_text("".join(lines))
+    return out
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process so far, in clock ticks (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_killed_encoder_worker_is_retried_nothing_lost_or_duplicated(
     weights: Path, tmp_path: Path
@@ -153,7 +170,7 @@ def test_killed_encoder_worker_is_retried_nothing_lost_or_duplicated(
     inputs.mkdir()
     n = 12
     for i in range(n):
-        shutil.copy(GOOD[0], inputs / f"copy{i:02d}.pdb")
+        _truncated(GOOD[0], inputs / f"cut{i:02d}.pdb", 30 + 6 * i)
     out = tmp_path / "dataset"
     box: dict[str, object] = {}
 
@@ -168,18 +185,31 @@ def test_killed_encoder_worker_is_retried_nothing_lost_or_duplicated(
     while job.is_alive() and killed is None:
         pids = _encoder_pids()
         if pids and list(out.glob("part-*.parquet")):  # the actor has done some work
-            killed = pids[0]
-            parts_at_kill = len(list(out.glob("part-*.parquet")))
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
+            try:
+                before = _cpu_ticks(pids[0])
+                time.sleep(0.05)
+                busy = _cpu_ticks(pids[0]) > before
+            except OSError:
+                continue
+            if busy:  # computing now: a batch is in flight
+                parts_at_kill = len(list(out.glob("part-*.parquet")))
+                os.kill(pids[0], signal.SIGKILL)
+                killed = pids[0]
+        time.sleep(0.01)
     job.join()
     assert killed is not None and parts_at_kill < n, "the job ended before a worker was killed"
     assert killed not in _encoder_pids()
 
     result = box["result"]
     assert result.failures == [] and result.inputs == n
-    table = pq.read_table(out)
-    per_file = table.group_by("source_path").aggregate([("chain", "count")]).to_pydict()
-    assert len(per_file["source_path"]) == n and set(per_file["chain_count"]) == {198}
-    keys = table.select(["source_path", "chain", "residue_number", "insertion_code"])
-    assert keys.group_by(keys.column_names).aggregate([]).num_rows == table.num_rows == 198 * n
+    single = tmp_path / "single.parquet"
+    args = ["embed", str(inputs), "-o", str(single), "--weights", str(weights), "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    got, want = _by_source(pq.read_table(out)), _by_source(pq.read_table(single))
+    assert sorted(got) == sorted(want) and len(want) == n
+    assert len({rows.num_rows for rows in want.values()}) == n  # every input its own rows
+    for source, rows in want.items():  # each input's rows once, in order, with its own latents
+        assert got[source].select(IDENTITY).equals(rows.select(IDENTITY)), source
+        a = np.stack(got[source].column("latent").to_numpy(zero_copy_only=False))
+        b = np.stack(rows.column("latent").to_numpy(zero_copy_only=False))
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), source

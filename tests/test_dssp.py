@@ -26,7 +26,9 @@ from holoprot.errors import HoloprotError
 from holoprot.structure import read_structure
 
 DATA = Path(__file__).parent / "data" / "structures"
-needs_mkdssp = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
+needs_mkdssp = pytest.mark.requires(
+    shutil.which("mkdssp") is not None, "mkdssp (DSSP 4: `make dssp`)"
+)
 
 _OUTPUT = """\
 ==== Secondary Structure Definition by the program DSSP, NKI version 4.2.2 ==== DATE=2026-01-01

@@ -305,7 +305,9 @@ def test_random_init_model_is_seeded_and_leaves_the_global_rng_alone(weights: Pa
     assert np.array_equal(encode_latents(a, x), encode_latents(b, x))
 
 
-needs_mkdssp = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
+needs_mkdssp = pytest.mark.requires(
+    shutil.which("mkdssp") is not None, "mkdssp (DSSP 4: `make dssp`)"
+)
 REPO = Path(__file__).parents[1]
 
 

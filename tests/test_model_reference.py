@@ -113,7 +113,7 @@ def test_clebsch_gordan_convention() -> None:
         assert torch.linalg.vector_norm(clebsch_gordan(l1, l2, l3)).item() == pytest.approx(1.0)
 
 
-needs_shared = pytest.mark.skipif(not FULL.is_dir(), reason="shared/reference/model not available")
+needs_shared = pytest.mark.requires(FULL.is_dir(), "../shared/reference/model")
 
 
 @needs_shared

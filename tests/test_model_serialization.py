@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,22 @@ def saved(tmp_path: Path) -> tuple[HVAE, Path]:
         model.train()(torch.randn(8, CONFIG.dim))  # non-trivial running statistics
     model.eval()
     return model, save_model(model, tmp_path / "m", {"epoch": 3})
+
+
+def test_save_replaces_links_planted_at_temporary_names(tmp_path: Path) -> None:
+    """Earlier versions wrote under ``.m.safetensors.<pid>.tmp`` and ``.m.json.<pid>.tmp``: a
+    link planted there (pointing outside the folder) must not be written through (issue #28)."""
+    folder, victims = tmp_path / "out", tmp_path / "victims"
+    folder.mkdir()
+    victims.mkdir()
+    for name in (f".m.safetensors.{os.getpid()}.tmp", f".m.json.{os.getpid()}.tmp"):
+        (victims / name).write_bytes(b"precious")
+        (folder / name).symlink_to(victims / name)
+    model, path = saved(folder)
+    assert [v.read_bytes() for v in victims.iterdir()] == [b"precious", b"precious"]
+    assert not path.is_symlink() and not (folder / "m.json").is_symlink()
+    assert load_model_file(path)[1] == {"epoch": 3}
+    assert len(list(folder.iterdir())) == 4  # the two links, untouched, and the model
 
 
 def test_round_trip(tmp_path: Path) -> None:

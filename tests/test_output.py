@@ -20,8 +20,10 @@ from holoprot.cli import app
 from holoprot.errors import HoloprotError
 from holoprot.output import (
     DATASET_MANIFEST,
+    STAGING_DIR,
     SUCCESS,
     ResidueTableWriter,
+    dataset_files,
     is_dataset_output,
     write_tables,
 )
@@ -59,14 +61,17 @@ SIZES = [5, 17, 3, 30, 1, 12, 9, 25, 4, 11]
 WRITER_ARGS = {"part_rows": 20, "row_group_rows": 7}
 
 # A run that SIGKILLs itself at a chosen point: after `write` number n, in the middle of the n-th
-# row group written, or between renaming the n-th part and recording it in the manifest.
+# row group written, between renaming the n-th part and recording it in the manifest, at the n-th
+# rename onto the output (`publish`: the merged or single part file onto a file output; a part,
+# then the dataset manifest, into a folder), or as it removes the staging folder after publishing.
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
+    from pathlib import Path
     sys.path[:0] = [{root!r}, {tests!r}]
     import holoprot.output as out
     from test_output import META, SCHEMA, SIZES, WRITER_ARGS, input_table
-    where, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    where, n, path, part_rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     calls = [0]
 
     def kill_on(name, obj):
@@ -85,7 +90,20 @@ CHILD = textwrap.dedent(
         kill_on("write_table", pq.ParquetWriter)
     elif where == "manifest":
         kill_on("_write_manifest", out)
-    writer = out.ResidueTableWriter(path, SCHEMA, META, **WRITER_ARGS)
+    elif where == "rmtree":
+        kill_on("rmtree", out.shutil)
+    elif where == "publish":
+        replace = os.replace
+
+        def publish(src, dst, *args, **kwargs):
+            if Path(dst) == Path(path) or Path(dst).parent == Path(path):
+                calls[0] += 1
+                if calls[0] == n:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return replace(src, dst, *args, **kwargs)
+
+        os.replace = publish
+    writer = out.ResidueTableWriter(path, SCHEMA, META, **{{**WRITER_ARGS, "part_rows": part_rows}})
     for i, rows in enumerate(SIZES):
         if where == "write" and i == n:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -95,22 +113,24 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_killed(where: str, n: int, path: Path) -> None:
+def run_killed(where: str, n: int, path: Path, part_rows: int = WRITER_ARGS["part_rows"]) -> None:
     script = CHILD.format(root=str(ROOT), tests=str(Path(__file__).parent))
-    proc = subprocess.run([sys.executable, "-c", script, where, str(n), str(path)], timeout=120)
+    argv = [sys.executable, "-c", script, where, str(n), str(path), str(part_rows)]
+    proc = subprocess.run(argv, timeout=120)
     assert proc.returncode == -9, f"the run was not killed at {where} {n}"
 
 
-def resume(path: Path) -> int:
-    writer = ResidueTableWriter(path, SCHEMA, META, resume=True, **WRITER_ARGS)
+def resume(path: Path, part_rows: int = WRITER_ARGS["part_rows"]) -> int:
+    args = {**WRITER_ARGS, "part_rows": part_rows}
+    writer = ResidueTableWriter(path, SCHEMA, META, resume=True, **args)
     for i, rows in enumerate(SIZES):
         if f"in/{i}.pdb" not in writer.done:
             writer.write(input_table(i, rows))
     return writer.commit()
 
 
-def write_all(path: Path) -> int:
-    writer = ResidueTableWriter(path, SCHEMA, META, **WRITER_ARGS)
+def write_all(path: Path, part_rows: int = WRITER_ARGS["part_rows"]) -> int:
+    writer = ResidueTableWriter(path, SCHEMA, META, **{**WRITER_ARGS, "part_rows": part_rows})
     for i, rows in enumerate(SIZES):
         writer.write(input_table(i, rows))
     return writer.commit()
@@ -121,29 +141,58 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 KILL_POINTS = [("write", 0), ("write", 3), ("write", 9), ("row_group", 4), ("manifest", 2)]
+# SIZES in parts of 20 rows: 5 parts (22, 33, 22, 25, 15 rows) in 20 row groups of 7 rows (or
+# fewer), then the commit: a file output merges them in 17 row groups (row groups 21 to 37)
+# into a temporary file renamed onto the output (publish 1); a folder gets the 5 parts renamed
+# into it (publish 1 to 5), then its manifest (publish 6). Either way the staging folder is
+# removed last (rmtree 1), after the output is complete.
+FILE_KILL_POINTS = [*KILL_POINTS, ("row_group", 25), ("publish", 1), ("rmtree", 1)]
+DATASET_KILL_POINTS = [*KILL_POINTS, ("publish", 3), ("publish", 6), ("rmtree", 1)]
+PUBLISHED = ("rmtree", 1)  # killed after the commit made the output complete
 
 
-@pytest.mark.parametrize(("where", "n"), KILL_POINTS)
+@pytest.mark.parametrize(("where", "n"), FILE_KILL_POINTS)
 def test_killed_file_run_resumes_to_the_same_bytes(tmp_path: Path, where: str, n: int) -> None:
     full = tmp_path / "full.parquet"
     assert write_all(full) == sum(SIZES)
     out = tmp_path / "out.parquet"
     run_killed(where, n, out)
-    assert not out.exists()  # never visible before the commit
+    assert out.exists() == ((where, n) == PUBLISHED)  # never visible before the commit
     assert resume(out) == sum(SIZES)
+    assert out.read_bytes() == full.read_bytes()
+    assert not (tmp_path / "out.parquet.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.parquet", "out.parquet"]
+
+
+@pytest.mark.parametrize(("where", "n"), [("publish", 1), ("rmtree", 1)])
+def test_killed_single_part_file_run_resumes(tmp_path: Path, where: str, n: int) -> None:
+    """One part is renamed onto the output (no merge): killed before, or after, that rename."""
+    full = tmp_path / "full.parquet"
+    assert write_all(full, part_rows=1000) == sum(SIZES)
+    out = tmp_path / "out.parquet"
+    run_killed(where, n, out, part_rows=1000)
+    assert out.exists() == ((where, n) == PUBLISHED)
+    assert resume(out, part_rows=1000) == sum(SIZES)
     assert out.read_bytes() == full.read_bytes()
     assert not (tmp_path / "out.parquet.partial").exists()
 
 
-@pytest.mark.parametrize(("where", "n"), KILL_POINTS)
+@pytest.mark.parametrize(("where", "n"), DATASET_KILL_POINTS)
 def test_killed_dataset_run_resumes_to_the_same_files(tmp_path: Path, where: str, n: int) -> None:
     full = tmp_path / "full"
     write_all(full)
     out = tmp_path / "out"
     run_killed(where, n, out)
-    assert not list(out.glob("part-*.parquet")) and not (out / SUCCESS).exists()
-    resume(out)
+    renamed = len(list(out.glob("part-*.parquet")))
+    if (where, n) == PUBLISHED:
+        assert renamed == 5 and (out / SUCCESS).exists() and (out / STAGING_DIR).exists()
+    else:  # not a readable dataset before the commit
+        assert renamed == (min(n - 1, 5) if where == "publish" else 0)
+        assert not (out / DATASET_MANIFEST).exists() and not (out / SUCCESS).exists()
+    assert resume(out) == sum(SIZES)
     assert folder_bytes(out) == folder_bytes(full)
+    assert not (out / STAGING_DIR).exists()
+    assert sum(pq.read_metadata(f).num_rows for f in dataset_files(out)) == sum(SIZES)
 
 
 def test_rows_in_input_order_in_fixed_row_groups(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from holoprot.cli import app
 from holoprot.errors import InputError
 from holoprot.evaluation import read_split
+from holoprot.hashing import seal
 from holoprot.model import HVAE, HVAEConfig, hvae_loss, load_model_file
 from holoprot.pipeline import ProjectionSettings
 from holoprot.so3 import irreps_ls
@@ -150,16 +152,46 @@ def test_cosine_schedule_with_warmup() -> None:
     assert np.all(np.diff(lrs[10:]) <= 0)
 
 
+#: The fixed or guessable temporary names earlier versions wrote a run folder's files under (this
+#: process's id in some): a link planted there must be replaced, never written through.
+OLD_TEMPORARY_NAMES = [
+    ".checkpoint.safetensors.tmp",
+    ".checkpoint.json.tmp",
+    ".split.csv.tmp",
+    ".loss_curve.png.tmp.png",
+    ".model.safetensors.{pid}.tmp",
+    ".model.json.{pid}.tmp",
+    ".best.safetensors.{pid}.tmp",
+    ".best.json.{pid}.tmp",
+    "dataset/.index.parquet.tmp-{pid}",
+    "dataset/.shard-00000.npy.tmp-{pid}",
+    "dataset/.manifest.json.tmp-{pid}",
+]
+
+
 def test_train_writes_a_loadable_model(tmp_path: Path, small_config: Path) -> None:
-    """(With loss weights per degree: the logged loss is the weighted one, λ·recon_mse is not.)"""
+    """(With loss weights per degree: the logged loss is the weighted one, λ·recon_mse is not.)
+
+    Links planted in the run folder at the temporary names of earlier versions lead to files
+    outside it, which must stay as they were (issue #28)."""
     out = tmp_path / "run"
+    (out / "dataset").mkdir(parents=True)
+    (tmp_path / "victims").mkdir()
+    for i, name in enumerate(OLD_TEMPORARY_NAMES):
+        victim = tmp_path / "victims" / str(i)
+        victim.write_bytes(b"precious")
+        (out / name.format(pid=os.getpid())).symlink_to(victim)
     result = run(
         "train", *FILES, "--out", out, "--config", small_config, "--epochs", "1",
         "--batch-size", "128", "--workers", "0", "--degree-weights", "10,1,1,1,1,1,1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    for victim in (tmp_path / "victims").iterdir():
+        assert victim.read_bytes() == b"precious", OLD_TEMPORARY_NAMES[int(victim.name)]
     for name in ("model.safetensors", "model.json", "metrics.jsonl", "loss_curve.png", "split.csv"):
-        assert (out / name).is_file(), name
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    for name in ("checkpoint.safetensors", "checkpoint.json", "dataset/index.parquet"):
+        assert not (out / name).is_symlink(), name
     model, meta = load_model_file(out / "model")
     assert model.config.latent_dim == 4 and model.config.input_norm_const > 0
     assert meta["training_data"]["n_files"] == 4
@@ -294,6 +326,26 @@ def test_edited_dataset_cache_is_rebuilt_or_refused(tmp_path: Path) -> None:
     index.write_bytes(index.read_bytes() + b"\0")
     with pytest.raises(InputError, match="index.parquet: sha256 does not match"):
         load_dataset(cache)
+
+
+def test_resealed_dataset_manifest_is_still_checked(tmp_path: Path) -> None:
+    """A manifest edited and sealed anew (the seal is a checksum, not a secret) still cannot
+    name other shard files or send the index's rows past the shards."""
+    settings, cache = ProjectionSettings(), tmp_path / "cache"
+    build_dataset([str(FILES[0])], cache, settings, workers=0)
+    manifest_path = cache / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for n_shards, message in [
+        ("../elsewhere", "n_shards '../elsewhere' is not a shard count"),
+        (-1, "n_shards -1 is not a shard count"),
+        (0, "index.parquet: points to rows the shards do not hold"),
+        (2, "shard-00001.npy: cannot read the shard"),
+    ]:
+        manifest_path.write_text(json.dumps(seal(manifest | {"n_shards": n_shards})))
+        with pytest.raises(InputError, match=message):
+            load_dataset(cache)
+    manifest_path.write_text(json.dumps(seal(manifest)))
+    assert len(load_dataset(cache)) == manifest["n_residues"]
 
 
 @pytest.mark.parametrize(

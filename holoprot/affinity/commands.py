@@ -6,6 +6,7 @@ the commands, so other `holoprot` commands do not pay for them at start-up.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from holoprot.atomic import atomic_path, new_file_mode
 from holoprot.errors import HoloprotError, InputError
 from holoprot.reporting import print_error
 
@@ -61,20 +63,47 @@ def _print_line(text: Text) -> None:
     console.print(text, soft_wrap=True, highlight=False)
 
 
+def _is_sealed(path: Path) -> bool:
+    """Whether `path` is a JSON record sealed by holoprot (`holoprot.hashing.seal`)."""
+    from holoprot.hashing import check_seal
+
+    try:
+        check_seal(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, ValueError, RecursionError, AttributeError, InputError):
+        return False
+    return True
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace an existing folder `out` (`--overwrite`) unless it is empty or holds a
+    model written by holoprot: a sealed forest.json or ridge.json in it or one level down."""
+    from holoprot.affinity.models import metadata_files, model_folders
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    names = metadata_files().values()
+    if not any(_is_sealed(folder / name) for folder in model_folders(out) for name in names):
+        raise InputError(
+            out,
+            "holds no affinity model written by holoprot (forest.json or ridge.json): not"
+            " replacing it with --overwrite; name a new folder",
+        )
+
+
 @contextmanager
 def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temp folder beside `out` that replaces `out` only if the block succeeds."""
+    """A temp folder beside `out` that replaces `out` only if the block succeeds (an existing
+    `out` only if `check_replaceable` allows it at that moment)."""
     out = out.resolve()
     if out.exists() and not overwrite:
         raise InputError(out, "already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    work.chmod(new_file_mode(0o777))  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield work
         if out.exists():
+            check_replaceable(out)
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(work, out)
@@ -324,6 +353,7 @@ def train_affinity(
         check_number("--k-folds", k_folds, minimum=2)
         check_number("--n-forests", n_forests, minimum=1)
         check_output_folder(out, overwrite=overwrite)
+        check_replaceable(out)
         _check_split_options(split_dir, test_ids, split)
         feature_sets = parse_feature_sets(features or ["hae"])
         regressors = parse_regressors(regressor or ["rf"])
@@ -643,12 +673,8 @@ def predict_affinity(
         if output is None:
             frame.to_csv(sys.stdout, index=False, float_format="%.4f")
         else:  # written beside, then renamed: a failed run never leaves half a file
-            tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-            try:
+            with atomic_path(output, suffix=".csv") as tmp:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
-                os.replace(tmp, output)
-            finally:
-                tmp.unlink(missing_ok=True)
         console.print(
             f"{len(table.ids)} predicted, {len(failures)} skipped "
             f"in {time.perf_counter() - start:.1f} s"

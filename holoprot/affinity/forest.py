@@ -1,6 +1,13 @@
 """Random-forest ensemble for affinity regression: grid search on validation RMSE, then K forests
 on distinct bootstrap resamples, saved with skops (no pickle) next to a JSON metadata file.
 
+Loading trusts no type by prefix: every node of the skops file must be one of `FOREST_NODES`, the
+exact (type, skops loader) pairs that a list of fitted `RandomForestRegressor`s is made of, and the
+loaded object must be exactly such a list, each forest's `estimators_` exactly
+`DecisionTreeRegressor`s. A file with anything else (a `Pipeline`, a `FunctionTransformer`, a numpy
+or scipy function) is refused before any of it is built, whatever its checksums say: anyone can
+recompute `model_sha256` and the seal.
+
 Unlike the reference (SPEC §8 pitfall 11, which re-created its RNG inside the loop so that all its
 "bootstrap" forests saw the same resample), every forest here has its own recorded seed, which
 draws both its bootstrap resample and its trees.
@@ -19,6 +26,8 @@ import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
+from sklearn.tree import DecisionTreeRegressor
+from sklearn.tree._tree import Tree
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from holoprot.errors import InputError
@@ -36,7 +45,29 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 MODEL_FILE = "forest.skops"
 METADATA_FILE = "forest.json"
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.")
+#: Every (type, skops loader) pair in the file `save_forest` writes, measured by walking the
+#: schema of real dumps (max_features 1.0, 0.333, "sqrt"; sklearn 1.9, skops 0.16). `builtins.str`
+#: is also how skops labels JSON numbers and None; its TypeNodes are the `str` class of
+#: `key_types`.
+FOREST_NODES = frozenset(
+    {
+        ("builtins.dict", "DictNode"),
+        ("builtins.list", "ListNode"),
+        ("builtins.str", "JsonNode"),
+        ("builtins.str", "TypeNode"),
+        ("builtins.tuple", "TupleNode"),
+        ("numpy.ndarray", "NdArrayNode"),
+        ("sklearn.ensemble._forest.RandomForestRegressor", "ObjectNode"),
+        ("sklearn.tree._classes.DecisionTreeRegressor", "ObjectNode"),
+        ("sklearn.tree._tree.Tree", "TreeNode"),
+    }
+)
+#: The types of `FOREST_NODES` that skops does not trust by default
+#: (`skops.io.get_untrusted_types` of a saved forest), passed to `skops.io.load`.
+FOREST_UNTRUSTED = frozenset({"sklearn.tree._tree.Tree"})
+_FOREST_KEYS = frozenset(
+    {"grid", "grid_repeats", "n_forests", "random_state", "seeds", "best_params", "grid_scores"}
+)
 
 
 def grid_points(grid: str | Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -178,13 +209,72 @@ def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str
     return folder / METADATA_FILE
 
 
+def _foreign_nodes(model_path: Path) -> list[str]:
+    """The (type, loader) pairs of the skops file's schema that are not in `FOREST_NODES`,
+    sorted, as `module.Class (Loader)` strings."""
+    with zipfile.ZipFile(model_path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    foreign: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if "__loader__" in item:
+                name = f"{item.get('__module__')}.{item.get('__class__')}"
+                if (name, item["__loader__"]) not in FOREST_NODES:
+                    foreign.add(f"{name} ({item['__loader__']})")
+            stack.extend(item.values())
+    return sorted(foreign)
+
+
+def _is_forest(forest: object, n_features: int) -> bool:
+    """Whether `forest` is exactly a fitted `RandomForestRegressor` of `DecisionTreeRegressor`s
+    on `n_features` features."""
+    if type(forest) is not RandomForestRegressor:
+        return False
+    trees = getattr(forest, "estimators_", None)
+    return (
+        type(trees) is list
+        and len(trees) == getattr(forest, "n_estimators", None)
+        and all(
+            type(tree) is DecisionTreeRegressor and type(getattr(tree, "tree_", None)) is Tree
+            for tree in trees
+        )
+        and getattr(forest, "n_features_in_", None) == n_features
+    )
+
+
+def _check_forest_metadata(metadata: Mapping[str, Any], meta_path: Path) -> None:
+    """The fields `load_forest` reads: a positive integer `n_features` and a `forest` record with
+    exactly the keys `save_forest` writes, `seeds` a list of `n_forests` integers."""
+    info = metadata.get("forest")
+    n_features = metadata.get("n_features")
+    ok = (
+        type(n_features) is int
+        and n_features >= 1
+        and isinstance(info, dict)
+        and set(info) == _FOREST_KEYS
+        and type(info["n_forests"]) is int
+        and isinstance(info["seeds"], list)
+        and len(info["seeds"]) == info["n_forests"]
+        and all(type(s) is int for s in info["seeds"])
+        and isinstance(info["best_params"], dict)
+        and isinstance(info["grid_scores"], list)
+    )
+    if not ok:
+        raise InputError(meta_path, "malformed forest record (n_features, forest): refusing it")
+
+
 def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
-    """Load a saved ensemble after checking the metadata's seal, the model file's sha256 and the
-    types it holds.
+    """Load a saved ensemble after checking the metadata's seal, the model file's sha256, every
+    type in it (`FOREST_NODES`) and the loaded structure (only random forests of regression
+    trees).
 
     Raises:
-        InputError: metadata missing, unreadable or edited, checksum mismatch, or a type in the
-            file that is not from sklearn or numpy.
+        InputError: metadata missing, unreadable, malformed or edited, checksum mismatch, a type
+            in the file that a forest does not need, or not a list of `n_forests` forests.
     """
     import skops.io
 
@@ -192,11 +282,12 @@ def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
     meta_path, model_path = folder / METADATA_FILE, folder / MODEL_FILE
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(meta_path, f"cannot read model metadata ({exc})") from None
     if not isinstance(metadata, dict) or "model_sha256" not in metadata or "forest" not in metadata:
         raise InputError(meta_path, "not a holoprot affinity model (no model_sha256)")
     check_seal(metadata, meta_path)
+    _check_forest_metadata(metadata, meta_path)
     if not model_path.is_file():
         raise InputError(model_path, "model file missing")
     if sha256_file(model_path) != metadata["model_sha256"]:
@@ -204,18 +295,30 @@ def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
             model_path, "sha256 does not match forest.json: refusing a modified model file"
         )
     try:
-        untrusted = skops.io.get_untrusted_types(file=model_path)
-    except Exception as exc:  # skops raises several types on corrupt archives
+        foreign = _foreign_nodes(model_path)
+        if not foreign:
+            forests = skops.io.load(model_path, trusted=sorted(FOREST_UNTRUSTED))
+    except Exception as exc:  # zipfile, json and skops raise several types on corrupt archives
         raise InputError(model_path, f"not a readable skops file ({exc})") from None
-    foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
     if foreign:
-        raise InputError(model_path, f"holds types outside sklearn/numpy: {', '.join(foreign)}")
-    forests = skops.io.load(model_path, trusted=untrusted)
-    if not isinstance(forests, list) or not all(
-        isinstance(f, RandomForestRegressor) for f in forests
-    ):
-        raise InputError(model_path, "does not hold a list of random forests")
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InputError(
+            model_path,
+            f"holds types a random forest does not need ({', '.join(map(repr, foreign[:3]))}"
+            f"{more}): refusing it",
+        )
     info = metadata["forest"]
+    n_features = metadata["n_features"]
+    if (
+        type(forests) is not list
+        or len(forests) != info["n_forests"]
+        or not all(_is_forest(f, n_features) for f in forests)
+    ):
+        raise InputError(
+            model_path,
+            f"does not hold exactly {info['n_forests']} random forests of regression trees on"
+            f" {n_features} features: refusing it",
+        )
     model = ForestEnsemble(
         grid=info["grid"],
         n_forests=info["n_forests"],
@@ -226,5 +329,5 @@ def load_forest(folder: str | Path) -> tuple[ForestEnsemble, dict[str, Any]]:
     model.seeds_ = list(info["seeds"])
     model.best_params_ = dict(info["best_params"])
     model.grid_scores_ = list(info["grid_scores"])
-    model.n_features_in_ = int(metadata["n_features"])
+    model.n_features_in_ = n_features
     return model, metadata

@@ -5,12 +5,15 @@ left unscaled), then `sklearn.linear_model.Ridge` is fitted; the penalty `alpha`
 with the lowest validation RMSE. The fitted model is a mean, a scale, coefficients and an
 intercept, written to `ridge.json` with a sha256 over those numbers and a seal over the whole
 file (`holoprot.hashing.seal`), so loading never unpickles anything and an edit is refused.
+A loaded record must have exactly those five parameters, finite JSON numbers of consistent
+lengths (a forged file recomputes both checksums, so the numbers are checked too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from holoprot.hashing import check_seal, seal
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 METADATA_FILE = "ridge.json"
+_PARAMETER_KEYS = frozenset({"alpha", "mean", "scale", "coef", "intercept"})
 
 
 def _rmse(y: np.ndarray, p: np.ndarray) -> float:
@@ -121,18 +125,54 @@ def save_ridge(model: RidgeModel, folder: str | Path, metadata: Mapping[str, Any
     return path
 
 
+def _is_number(value: object) -> bool:
+    """A finite JSON number that fits a float (bool excluded)."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _check_parameters(parameters: object, n_features: object, path: Path) -> None:
+    """Refuse ridge parameters other than exactly `_PARAMETER_KEYS`: `alpha` >= 0 and `intercept`
+    finite numbers; `mean`, `scale` (> 0) and `coef` lists of `n_features` finite numbers."""
+    if not isinstance(parameters, dict) or set(parameters) != _PARAMETER_KEYS:
+        raise InputError(path, f"ridge parameters must be exactly {sorted(_PARAMETER_KEYS)}")
+    vectors = [parameters[k] for k in ("mean", "scale", "coef")]
+    ok = (
+        _is_number(parameters["alpha"])
+        and parameters["alpha"] >= 0
+        and _is_number(parameters["intercept"])
+        and type(n_features) is int
+        and n_features >= 1
+        and all(
+            isinstance(v, list) and len(v) == n_features and all(map(_is_number, v))
+            for v in vectors
+        )
+        and all(x > 0 for x in parameters["scale"])
+    )
+    if not ok:
+        raise InputError(
+            path,
+            "ridge parameters are not finite numbers with mean, scale (> 0) and coef of"
+            " n_features each: refusing them",
+        )
+
+
 def load_ridge(folder: str | Path) -> tuple[RidgeModel, dict[str, Any]]:
-    """Load `ridge.json` after checking its seal and its parameters' recorded sha256."""
+    """Load `ridge.json` after checking its seal, its parameters' recorded sha256 and their form
+    (`_check_parameters`)."""
     path = Path(folder) / METADATA_FILE
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
         parameters = metadata["ridge"]
         recorded = metadata["ridge_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InputError(path, f"cannot read ridge model ({exc})") from None
     check_seal(metadata, path)
     if _digest(parameters) != recorded:
         raise InputError(path, "ridge parameters do not match their sha256: refusing them")
+    _check_parameters(parameters, metadata.get("n_features"), path)
     model = RidgeModel(alphas=[parameters["alpha"]])
     model.alpha_ = float(parameters["alpha"])
     model.best_params_ = {"alpha": model.alpha_}
@@ -141,7 +181,8 @@ def load_ridge(folder: str | Path) -> tuple[RidgeModel, dict[str, Any]]:
     model.coef_ = np.asarray(parameters["coef"], dtype=np.float64)
     model.intercept_ = float(parameters["intercept"])
     model.n_features_in_ = len(model.coef_)
-    model.grid_scores_ = list(metadata.get("grid_scores", []))
-    if not (len(model.mean_) == len(model.scale_) == model.n_features_in_):
-        raise InputError(path, "ridge parameters have inconsistent lengths")
+    grid_scores = metadata.get("grid_scores", [])
+    if not isinstance(grid_scores, list):
+        raise InputError(path, "grid_scores is not a list: refusing it")
+    model.grid_scores_ = grid_scores
     return model, metadata

@@ -179,10 +179,11 @@ class HVAE(nn.Module):
     Submodules (state-dict prefixes): ``initial_projection``, ``encoder_blocks.{i}``
     (``batch_norm``, ``signal_norm``, ``linear``), ``encoder_mean``, ``encoder_log_var`` (VAE),
     ``frame_learner``, ``decoder_bottleneck``, ``first_decoder_projection``,
-    ``decoder_blocks.{i}``, ``final_projection``.
+    ``decoder_blocks.{i}``, ``final_projection``. ``device="meta"`` builds the parameters as
+    shapes only (no memory), e.g. to check a file's tensors before allocating them.
     """
 
-    def __init__(self, config: HVAEConfig) -> None:
+    def __init__(self, config: HVAEConfig, device: str | torch.device | None = None) -> None:
         super().__init__()
         self.config = config
         data = config.irreps
@@ -193,28 +194,30 @@ class HVAE(nn.Module):
             torch.tensor(config.input_norm_const, dtype=torch.get_default_dtype()),
             persistent=False,
         )
-        self.initial_projection = SO3Linear(data, hidden)
+        self.initial_projection = SO3Linear(data, hidden, device)
         self.encoder_blocks = nn.ModuleList()
         irreps = hidden
         for ch, lm in zip(config.ch_sizes, config.lmax_list, strict=True):
-            block = CGBlock(irreps, ch, lm, config.ls_rule)
+            block = CGBlock(irreps, ch, lm, config.ls_rule, device)
             self.encoder_blocks.append(block)
             irreps = block.irreps_out
         ch_last = config.ch_sizes[-1]
-        self.encoder_mean = nn.Linear(ch_last, config.latent_dim)
-        self.encoder_log_var = nn.Linear(ch_last, config.latent_dim) if config.is_vae else None
-        self.frame_learner = SO3Linear({1: ch_last}, {1: 2})
-        self.decoder_bottleneck = nn.Linear(config.latent_dim, ch_last)
-        self.first_decoder_projection = SO3Linear({1: 3}, {1: ch_last})
+        self.encoder_mean = nn.Linear(ch_last, config.latent_dim, device=device)
+        self.encoder_log_var = (
+            nn.Linear(ch_last, config.latent_dim, device=device) if config.is_vae else None
+        )
+        self.frame_learner = SO3Linear({1: ch_last}, {1: 2}, device)
+        self.decoder_bottleneck = nn.Linear(config.latent_dim, ch_last, device=device)
+        self.first_decoder_projection = SO3Linear({1: 3}, {1: ch_last}, device)
         self.decoder_blocks = nn.ModuleList()
         irreps = {0: ch_last, 1: ch_last}
         dec_ch = [*reversed(config.ch_sizes[:-1]), config.ch_initial]
         dec_lmax = [*reversed(config.lmax_list[:-1]), lmax]
         for ch, lm in zip(dec_ch, dec_lmax, strict=True):
-            block = CGBlock(irreps, ch, lm, config.ls_rule)
+            block = CGBlock(irreps, ch, lm, config.ls_rule, device)
             self.decoder_blocks.append(block)
             irreps = block.irreps_out
-        self.final_projection = SO3Linear(hidden, data)
+        self.final_projection = SO3Linear(hidden, data, device)
 
     def normalise(self, x: Tensor) -> Tensor:
         """Divide raw coefficients by the dataset constant (in the input's dtype)."""

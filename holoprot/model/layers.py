@@ -32,6 +32,8 @@ __all__ = [
 
 Irreps = Mapping[int, int]
 Feature = dict[int, Tensor]
+#: Where parameters are created: None (torch's default), a device or its name ("meta": shapes only).
+Device = str | torch.device | None
 
 #: Inputs of the numba tensor product with fewer elements run on one thread: for them, a parallel
 #: launch costs more than it saves, and on a busy machine every launch waits for a descheduled
@@ -48,14 +50,15 @@ class SO3Linear(nn.Module):
 
     ``weights[str(l)]`` has shape ``(mul_in_l, mul_out_l)`` (Xavier-uniform init); only degrees
     present in both ``irreps_in`` and ``irreps_out`` are kept. Equivariant: acts on channels only.
+    ``device``: where the parameters are created (``"meta"``: shapes only, no memory).
     """
 
-    def __init__(self, irreps_in: Irreps, irreps_out: Irreps) -> None:
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, device: Device = None) -> None:
         super().__init__()
         self.ls = [l for l in sorted(irreps_out) if l in irreps_in]
         self.weights = nn.ParameterDict()
         for l in self.ls:
-            w = torch.empty(irreps_in[l], irreps_out[l])
+            w = torch.empty(irreps_in[l], irreps_out[l], device=device)
             nn.init.xavier_uniform_(w)
             self.weights[str(l)] = nn.Parameter(w)
 
@@ -73,17 +76,19 @@ class BatchNorm(nn.Module):
     ``running_mean`` one per scalar channel. Running averages use ``momentum``.
     """
 
-    def __init__(self, irreps: Irreps, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(
+        self, irreps: Irreps, eps: float = 1e-5, momentum: float = 0.1, device: Device = None
+    ) -> None:
         super().__init__()
         self.irreps = dict(sorted(irreps.items()))
         self.eps = eps
         self.momentum = momentum
         total = sum(self.irreps.values())
         n0 = self.irreps.get(0, 0)
-        self.weight = nn.Parameter(torch.ones(total))
-        self.bias = nn.Parameter(torch.zeros(n0))
-        self.register_buffer("running_mean", torch.zeros(n0))
-        self.register_buffer("running_var", torch.ones(total))
+        self.weight = nn.Parameter(torch.ones(total, device=device))
+        self.bias = nn.Parameter(torch.zeros(n0, device=device))
+        self.register_buffer("running_mean", torch.zeros(n0, device=device))
+        self.register_buffer("running_var", torch.ones(total, device=device))
 
     def forward(self, x: Mapping[int, Tensor]) -> Feature:
         out: Feature = {}
@@ -122,12 +127,14 @@ class SignalNorm(nn.Module):
     gets a single shared ``bias``. ``N_b`` is invariant, so the layer is equivariant.
     """
 
-    def __init__(self, ls: Sequence[int], eps: float = 1e-8) -> None:
+    def __init__(self, ls: Sequence[int], eps: float = 1e-8, device: Device = None) -> None:
         super().__init__()
         self.ls = sorted(ls)
         self.eps = eps
-        self.weights = nn.ParameterDict({str(l): nn.Parameter(torch.ones(1)) for l in self.ls})
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.weights = nn.ParameterDict(
+            {str(l): nn.Parameter(torch.ones(1, device=device)) for l in self.ls}
+        )
+        self.bias = nn.Parameter(torch.zeros(1, device=device))
 
     def inverse_norm(self, x: Mapping[int, Tensor]) -> Tensor:
         """``1 / N_b`` as a ``(B, 1)`` tensor (degrees absent from ``x`` count as zero)."""
@@ -382,7 +389,9 @@ class CGBlock(nn.Module):
     product's identically-zero path blocks are skipped (only their weight rows are dropped).
     """
 
-    def __init__(self, irreps_in: Irreps, ch_out: int, lmax_out: int, rule: str) -> None:
+    def __init__(
+        self, irreps_in: Irreps, ch_out: int, lmax_out: int, rule: str, device: Device = None
+    ) -> None:
         super().__init__()
         muls = set(irreps_in.values())
         if len(muls) != 1:
@@ -391,15 +400,15 @@ class CGBlock(nn.Module):
             )
         self.irreps_in = dict(sorted(irreps_in.items()))
         self.irreps_out = {l: ch_out for l in range(lmax_out + 1)}
-        self.batch_norm = BatchNorm(self.irreps_in)
+        self.batch_norm = BatchNorm(self.irreps_in, device=device)
         self.tp = TensorProductNonlinearity(
             muls.pop(), list(self.irreps_in), list(self.irreps_out), rule
         )
         missing = set(self.irreps_out) - set(self.tp.irreps_out)
         if missing:
             raise ValueError(f"degrees {sorted(missing)} cannot be reached from {irreps_in}")
-        self.signal_norm = SignalNorm(list(self.tp.irreps_out))
-        self.linear = SO3Linear(self.tp.irreps_out, self.irreps_out)
+        self.signal_norm = SignalNorm(list(self.tp.irreps_out), device=device)
+        self.linear = SO3Linear(self.tp.irreps_out, self.irreps_out, device=device)
 
     def forward(self, h: Mapping[int, Tensor]) -> Feature:
         t = self.tp.forward_nonzero(self.batch_norm(h))

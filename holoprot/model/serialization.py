@@ -13,15 +13,15 @@ The JSON is sealed (:func:`holoprot.hashing.seal`): editing any field is refused
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import holoprot
+from holoprot.atomic import atomic_path
 from holoprot.errors import HoloprotError
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model.hvae import HVAE, HVAEConfig
@@ -31,6 +31,10 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "load_model_file", "save_model"]
 
 FORMAT = "holoprot-hvae"
 FORMAT_VERSION = 1
+#: safetensors' names of the dtypes a model holds.
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+#: A model description is a few kB; refuse to parse anything far larger.
+MAX_DESCRIPTION_BYTES = 1 << 20
 
 
 def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -40,9 +44,9 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     """
     weights, sidecar = model_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp_w = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    tmp_j = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    try:
+    # temporary names from mkstemp (holoprot.atomic); the weights are renamed into place first,
+    # then the description: a kill between the two leaves checksums that disagree (refused)
+    with atomic_path(sidecar) as tmp_j, atomic_path(weights) as tmp_w:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp_w))
         info = seal(
@@ -56,11 +60,6 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
             }
         )
         tmp_j.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp_w, weights)
-        os.replace(tmp_j, sidecar)
-    finally:
-        for tmp in (tmp_w, tmp_j):
-            tmp.unlink(missing_ok=True)
     return weights
 
 
@@ -79,6 +78,11 @@ def load_model_file(
             f"{weights}: no model description {sidecar.name} beside it"
             " (weights are a .safetensors file plus its .json)"
         )
+    if sidecar.stat().st_size > MAX_DESCRIPTION_BYTES:
+        raise HoloprotError(
+            f"{sidecar}: {sidecar.stat().st_size} bytes, more than a model description can be"
+            f" ({MAX_DESCRIPTION_BYTES} bytes)"
+        )
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -96,24 +100,42 @@ def load_model_file(
         config = HVAEConfig.from_dict(info["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise HoloprotError(f"{sidecar}: invalid model config ({exc})") from exc
+    model = HVAE(config, device="meta")  # shapes only, until the file's tensors replace them
+    _check_tensor_shapes(weights, model)
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise HoloprotError(f"{weights}: unreadable safetensors file ({exc})") from exc
-    model = HVAE(config)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(device).eval()
+    return model, info.get("metadata", {})
+
+
+def _check_tensor_shapes(weights: Path, skeleton: HVAE) -> None:
+    """Refuse weights whose tensors are not exactly those of `skeleton` (a model whose
+    parameters are on torch's meta device: shapes only, no memory), reading the file's tensor
+    names and shapes from its safetensors header. So a description asking for huge layers is
+    refused before they are allocated, unless the file really holds tensors of that size."""
+    own = {
+        k: (tuple(v.shape), _SAFETENSORS_DTYPES[v.dtype]) for k, v in skeleton.state_dict().items()
+    }
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {
+                k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                for k in f.keys()  # noqa: SIM118
+            }
+    except (SafetensorError, OSError) as exc:
+        raise HoloprotError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    missing, unexpected = sorted(set(own) - set(stored)), sorted(set(stored) - set(own))
     if missing or unexpected:
         raise HoloprotError(
             f"{weights}: tensors do not match the config"
             f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
+    for k, (shape, dtype) in stored.items():
+        if (shape, dtype) != own[k]:
             raise HoloprotError(
-                f"{weights}: tensor {k} has shape {tuple(v.shape)},"
-                f" config needs {tuple(own[k].shape)}"
+                f"{weights}: tensor {k} is {dtype} of shape {shape}, config needs"
+                f" {own[k][1]} of shape {own[k][0]}"
             )
-    model.load_state_dict(state, strict=True)
-    model.to(device).eval()
-    return model, info.get("metadata", {})

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
+from holoprot.output import DATASET_MANIFEST, STAGING_DIR, STAGING_SUFFIX, dataset_files
 from holoprot.tables import IDENTITY_SCHEMA
 
 #: Identity columns an index keeps for each row (the atom count is not needed to name a residue).
@@ -51,13 +52,37 @@ def latent_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def _parquet_files(item: Path) -> list[Path]:
     if item.is_dir():
-        files = sorted(p for p in item.rglob("*.parquet") if p.is_file())
+        files = _folder_files(item)
         if not files:
             raise InputError(item, "directory holds no .parquet file")
         return files
     if not item.exists():
         raise InputError(item, "no such file or directory")
     return [item]
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The .parquet files of a folder and its subfolders, in path order, as Parquet readers see
+    them: a committed holoprot dataset folder gives the parts its manifest lists (not the staging
+    parts a killed run left in ``_temporary/``; with no manifest, such a folder is refused), and
+    names starting with ``_`` or ``.`` (staging folders, temporary files) or ending in
+    ``.partial`` (a file output's unfinished rows) are skipped, as are links to folders."""
+    if (folder / DATASET_MANIFEST).is_file():
+        return dataset_files(folder)
+    if os.path.lexists(folder / STAGING_DIR):  # parts of a run that has not committed any
+        raise InputError(
+            folder, f"holds an unfinished run ({STAGING_DIR}/) but no dataset; finish it first"
+        )
+    files: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(("_", ".")) or entry.name.endswith(STAGING_SUFFIX):
+            continue
+        if entry.is_dir():
+            if not entry.is_symlink():
+                files.extend(_folder_files(entry))
+        elif entry.suffix == ".parquet" and entry.is_file():
+            files.append(entry)
+    return files
 
 
 def _weights_of(path: Path, schema: pa.Schema) -> tuple[str, str]:

@@ -19,7 +19,10 @@ On disk an index is a folder: ``index.json`` (format name and version, method, m
 the weights name and sha256, and the sha256 of every other file), ``rows.parquet`` (identity
 columns, row i = label i) and ``vectors.npy`` (exact: unit-length float32, loaded with
 allow_pickle=False) or ``hnsw.faiss`` (the library's own binary format). Nothing is unpickled;
-every file is checked against its sha256 before it is opened.
+every file is checked against its sha256 before it is opened. ``index.json`` is sealed
+(`holoprot.hashing.seal`): an edited field (say ``weights_sha256``, which decides which query
+latents the index accepts) is refused on loading. Every file is written under a temporary name
+and renamed, ``index.json`` last.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from holoprot import __version__
+from holoprot.atomic import atomic_path, write_json_atomic
 from holoprot.errors import HoloprotError
-from holoprot.hashing import sha256_file
-from holoprot.output import write_json_atomic
+from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.search import hnsw
 from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, latent_matrix, read_embeddings
 from holoprot.search.exact import exact_search, normalise
@@ -94,6 +97,7 @@ class Index:
         *,
         method: Method = "auto",
         threads: int | None = None,
+        exact_below: int = EXACT_BELOW,
     ) -> Index:
         """Index the `latent` column of embedding Parquet files (or folders, or `Embeddings`).
 
@@ -102,12 +106,14 @@ class Index:
                 the result of `read_embeddings`.
             method: ``auto`` (exact below `EXACT_BELOW` rows, else HNSW), ``exact`` or ``hnsw``.
             threads: threads for building the graph (default: all CPUs).
+            exact_below: the row count from which ``auto`` builds an HNSW graph (tests lower
+                it to exercise that path on small data).
         """
         emb = embeddings if isinstance(embeddings, Embeddings) else read_embeddings(embeddings)
         if len(emb) == 0:
             raise HoloprotError("no residue to index: the embedding files are empty")
         if method == "auto":
-            method = "exact" if len(emb) < EXACT_BELOW else "hnsw"
+            method = "exact" if len(emb) < exact_below else "hnsw"
         if method not in ("exact", "hnsw"):
             raise HoloprotError(f"unknown index method {method!r} (auto, exact or hnsw)")
         vectors = normalise(emb.latent)
@@ -225,13 +231,18 @@ class Index:
         if not folder.parent.is_dir():
             raise HoloprotError(f"{folder.parent}: output folder does not exist")
         folder.mkdir(exist_ok=True)
-        pq.write_table(self.rows, folder / "rows.parquet")
+        # under temporary names, renamed: a link planted at a file's name is replaced, not
+        # written through
+        with atomic_path(folder / "rows.parquet") as tmp:
+            pq.write_table(self.rows, tmp)
         files = ["rows.parquet"]
         if self._graph is not None:
-            self._graph.save(folder / hnsw.FILE_NAME)
+            with atomic_path(folder / hnsw.FILE_NAME) as tmp:
+                self._graph.save(tmp)
             files.append(hnsw.FILE_NAME)
         else:
-            np.save(folder / "vectors.npy", self._all_vectors(), allow_pickle=False)
+            with atomic_path(folder / "vectors.npy", suffix=".npy") as tmp:
+                np.save(tmp, self._all_vectors(), allow_pickle=False)
             files.append("vectors.npy")
         meta = {
             "format": FORMAT,
@@ -246,7 +257,7 @@ class Index:
             "hnsw": hnsw.PARAMETERS if self._graph is not None else None,
             "files": {name: sha256_file(folder / name) for name in files},
         }
-        write_json_atomic(folder / "index.json", meta, indent=2)
+        write_json_atomic(folder / "index.json", seal(meta), indent=2)
         return folder
 
     @classmethod
@@ -324,6 +335,10 @@ def _read_meta(folder: Path) -> dict:
             f"{path}: index format version {meta.get('format_version')}, this holoprot reads"
             f" version {FORMAT_VERSION}; rebuild the index"
         )
+    try:
+        check_seal(meta, path)
+    except HoloprotError as exc:
+        raise IndexFileError(f"{exc}; rebuild the index") from None
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind):
             raise IndexFileError(f"{path}: missing or malformed '{key}'")

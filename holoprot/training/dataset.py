@@ -4,10 +4,12 @@ A cache folder holds ``shard-NNNNN.npy`` files of float32 coefficients (rows, di
 memory-mapped, ``index.parquet`` with one identity row per residue (plus ``group``, ``shard`` and
 ``row``), and ``manifest.json`` describing the inputs (path, size, mtime), the basis and the
 radius. A later run with the same inputs and settings reuses the cache without parsing anything;
-any difference rebuilds it. Every file is written under a temporary name and renamed, and the
-manifest is written last, so a killed build is never mistaken for a finished one. The manifest
-records the index's sha256 and is sealed (`holoprot.hashing.seal`): an edited manifest or index
-is rebuilt when the cache is reused, and refused by `load_dataset`.
+any difference rebuilds it. Every file is written under a temporary name (`holoprot.atomic`) and
+renamed, and the manifest is written last, so a killed build is never mistaken for a finished
+one. The manifest records the index's sha256 and is sealed (`holoprot.hashing.seal`): an edited
+manifest or index is rebuilt when the cache is reused, and refused by `load_dataset`. Shard file
+names are made from the manifest's shard count, never read from a file, and every shard row the
+index points to must exist.
 
 Splits are by group — by default the structure id, or a user mapping so that near-duplicates
 (bound and unbound copies of one complex) never straddle train / validation / test.
@@ -28,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from holoprot.atomic import atomic_path, write_json_atomic
 from holoprot.errors import HoloprotError, InputError
 from holoprot.hashing import SEAL_KEY, check_seal, json_sha256, seal, sha256_file
-from holoprot.output import write_json_atomic
 from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
 
 SHARD_ROWS = 16384
@@ -146,9 +148,8 @@ def build_dataset(
     flush()
     if not identity:
         raise HoloprotError(f"no residues in any of the {len(paths)} input file(s)")
-    tmp = cache / f".index.parquet.tmp-{os.getpid()}"
-    pq.write_table(pa.concat_tables(identity), tmp)
-    os.replace(tmp, cache / "index.parquet")
+    with atomic_path(cache / "index.parquet") as tmp:
+        pq.write_table(pa.concat_tables(identity), tmp)
     manifest = {
         "fingerprint": fingerprint,
         "settings": _settings_dict(settings),
@@ -172,10 +173,23 @@ def load_dataset(cache_dir: str | os.PathLike) -> CoefficientDataset:
     check_seal(manifest, manifest_path)
     if not _index_intact(cache, manifest):
         raise InputError(cache / "index.parquet", "sha256 does not match manifest.json")
-    shards = [
-        np.load(cache / f"shard-{i:05d}.npy", mmap_mode="r") for i in range(manifest["n_shards"])
-    ]
+    n_shards = manifest.get("n_shards")
+    if not isinstance(n_shards, int) or isinstance(n_shards, bool) or n_shards < 0:
+        raise InputError(manifest_path, f"n_shards {n_shards!r} is not a shard count")
+    shards = []
+    for i in range(n_shards):  # names made here, not read from a file
+        path = cache / f"shard-{i:05d}.npy"
+        try:
+            shards.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read the shard ({exc})") from None
     index = pq.read_table(cache / "index.parquet")
+    shard, row = index.column("shard").to_numpy(), index.column("row").to_numpy()
+    sizes = np.array([len(s) for s in shards], dtype=np.int64)
+    if len(index) and (
+        shard.min() < 0 or shard.max() >= n_shards or row.min() < 0 or (row >= sizes[shard]).any()
+    ):
+        raise InputError(cache / "index.parquet", "points to rows the shards do not hold")
     return CoefficientDataset(index, shards, manifest)
 
 
@@ -195,10 +209,8 @@ def _index_intact(cache: Path, manifest: dict) -> bool:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def read_group_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, str]]:

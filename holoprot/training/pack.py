@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 import torch
 
 from holoprot import __version__
+from holoprot.atomic import atomic_path, write_json_atomic
 from holoprot.devices import use_numba
 from holoprot.errors import HoloprotError, InputError
 from holoprot.neighborhoods import MIN_DISTANCE, Neighborhoods, neighborhoods_around
@@ -220,9 +221,7 @@ def build_pack(
         "failures": failures,
         "holoprot_version": __version__,
     }
-    tmp = out / f".pack.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, out / "pack.json")  # last: a pack without pack.json is unfinished
+    write_json_atomic(out / "pack.json", meta)  # last: a pack without pack.json is unfinished
     return meta
 
 
@@ -230,17 +229,16 @@ def _write_parquet(table: pa.Table, path: Path, delta: dict[str, str]) -> None:
     """zstd-compressed Parquet; integer columns named in `delta` (and x, y, z) delta-encoded."""
     encodings = {c: "DELTA_BINARY_PACKED" for c in table.column_names if c in ("x", "y", "z")}
     encodings.update(delta)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        compression_level=19,
-        use_dictionary=[c for c in table.column_names if c not in encodings],
-        column_encoding=encodings or None,
-        row_group_size=1 << 22,
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=19,
+            use_dictionary=[c for c in table.column_names if c not in encodings],
+            column_encoding=encodings or None,
+            row_group_size=1 << 22,
+        )
 
 
 # ---- reading ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from holoprot.atomic import atomic_path
 from holoprot.devices import resolve_device
 from holoprot.embedding import load_model
 from holoprot.errors import HoloprotError, InputError
@@ -74,13 +75,11 @@ def _write_split(
     seen: dict[str, tuple[str, str, str]] = {}
     for sid, src, g, s in zip(ids, sources, groups, split, strict=True):
         seen.setdefault(src, (sid, g, s))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["source_path", "structure_id", "group", "split"])
         for src, (sid, g, s) in seen.items():
             writer.writerow([src, sid, g, s])
-    os.replace(tmp, path)
 
 
 @torch.no_grad()

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from holoprot.atomic import atomic_path
 from holoprot.errors import HoloprotError
 from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model import HVAE, coefficient_weights, hvae_loss, save_model
@@ -231,28 +231,30 @@ class Trainer:
             for k, v in self.average.state_dict().items():
                 tensors[f"average.{k}"] = v.detach().cpu().contiguous()
         weights = self.run_dir / "checkpoint.safetensors"
-        tmp = weights.with_name(".checkpoint.safetensors.tmp")
-        save_file(tensors, str(tmp))
-        info = {
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "samples_seen": self.samples_seen,
-            "best_val": self.best_val,
-            "wall_time_s": self.wall_time,
-            "elapsed_s": self.elapsed,
-            "average_updates": None if self.average is None else self.average.updates,
-            "initialised_from": self.metadata.get("initialised_from"),
-            "initialised_from_sha256": self.metadata.get("initialised_from_sha256"),
-            "param_groups": opt["param_groups"],
-            "settings": asdict(self.settings),
-            "config": self.model.config.to_dict(),
-            "sha256": sha256_file(tmp),
-        }
-        tmp_json = self.run_dir / ".checkpoint.json.tmp"
-        tmp_json.write_text(json.dumps(seal(info), indent=1) + "\n")
-        os.replace(tmp, weights)
-        os.replace(tmp_json, self.run_dir / "checkpoint.json")
+        # the weights are renamed into place first, then the json: a run killed between the two
+        # leaves checksums that disagree, which load_checkpoint refuses
+        with (
+            atomic_path(self.run_dir / "checkpoint.json") as tmp_json,
+            atomic_path(weights) as tmp,
+        ):
+            save_file(tensors, str(tmp))
+            info = {
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "samples_seen": self.samples_seen,
+                "best_val": self.best_val,
+                "wall_time_s": self.wall_time,
+                "elapsed_s": self.elapsed,
+                "average_updates": None if self.average is None else self.average.updates,
+                "initialised_from": self.metadata.get("initialised_from"),
+                "initialised_from_sha256": self.metadata.get("initialised_from_sha256"),
+                "param_groups": opt["param_groups"],
+                "settings": asdict(self.settings),
+                "config": self.model.config.to_dict(),
+                "sha256": sha256_file(tmp),
+            }
+            tmp_json.write_text(json.dumps(seal(info), indent=1) + "\n")
 
     def load_checkpoint(self) -> None:
         """Restore model, optimizer, RNG and position from the run folder's checkpoint."""
@@ -428,7 +430,6 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(png_path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, png_path)
