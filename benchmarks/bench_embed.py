@@ -96,10 +96,10 @@ def child_api(spec_path: str) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from holoprot.allocator import tune_malloc
-    from holoprot.embedding import Embedder
-    from holoprot.output import ResidueTableWriter
-    from holoprot.pipeline import FailedInput
+    from holoprot._util.allocator import tune_malloc
+    from holoprot.embedding.embedder import Embedder
+    from holoprot.io.output import ResidueTableWriter
+    from holoprot.zernike.pipeline import FailedInput
 
     t_import = time.perf_counter() - start
     tune_malloc()
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from holoprot.errors import HoloprotError
-    from holoprot.weights import resolve_weights
+    from holoprot.model.weights import resolve_weights
 
     devices = [d for d in args.devices.split(",") if d]
     if not torch.cuda.is_available():

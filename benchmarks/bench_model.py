@@ -4,7 +4,7 @@ Prints residues/s for ``model.encode`` (eval, no grad), samples/s for one traini
 (forward + backward + Adam, train mode) and the process's peak RSS. Each number is the median of
 ``--repeats`` timed calls after one warm-up. Inputs are random (throughput does not depend on the
 values); weights are a fresh init. The allocator is tuned as the `holoprot` command tunes it
-(:func:`holoprot.allocator.tune_malloc`) unless ``--default-malloc``.
+(:func:`holoprot._util.allocator.tune_malloc`) unless ``--default-malloc``.
 
     python benchmarks/bench_model.py [--batch 512] [--repeats 3] [--device cpu|cuda] [--threads 2]
         [--default-malloc]
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from holoprot.allocator import tune_malloc
+from holoprot._util.allocator import tune_malloc
 from holoprot.model import HVAE, HVAEConfig, hvae_loss
 
 

@@ -3,7 +3,7 @@
 Usage: python benchmarks/bench_output.py TABLE.parquet [--out DIR] [--repeat 3]
 
 TABLE is a `holoprot zernike` or `holoprot embed` output (its vector column is measured as it
-is). Each variant is written with `pyarrow.parquet.ParquetWriter` (as `holoprot.output` does)
+is). Each variant is written with `pyarrow.parquet.ParquetWriter` (as `holoprot.io.output` does)
 and read back whole with `pyarrow.parquet.read_table`; times are the median of `--repeat` runs,
 as CPU seconds of this process (`time.process_time`, all threads) and wall seconds, so that a
 busy shared machine still gives comparable figures. Prints Markdown table rows.

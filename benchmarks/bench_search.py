@@ -253,7 +253,7 @@ def print_type_rows(label: str, data: np.ndarray, inputs: str, db, q, names) -> 
 
 def l0_coefficients(paths: list[str]):
     """Identity (structure_id, chain, number, icode) keys and (n, 44) l = 0 coefficients."""
-    from holoprot.pipeline import ProjectionSettings, project_file
+    from holoprot.zernike.pipeline import ProjectionSettings, project_file
 
     settings = ProjectionSettings()
     l0 = np.flatnonzero(settings.basis.layout()["l"] == 0)
@@ -272,8 +272,8 @@ def section_quality(emb: Embeddings, structures: list[str], n_l0: int, n_queries
     print_type_rows("latent", emb.latent, f"all {len(emb):,} residues", db, q, names)
     if n_l0 <= 0:
         return
-    from holoprot.inputs import expand_inputs
-    from holoprot.structure import structure_id
+    from holoprot.io.inputs import expand_inputs
+    from holoprot.io.structure import structure_id
 
     present = set(emb.identity.column("structure_id").to_pylist())
     files = [str(p) for p in expand_inputs(structures) if structure_id(p) in present]

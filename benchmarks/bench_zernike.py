@@ -13,7 +13,7 @@ a. Projection alone: neighbourhoods/s of ``ZernikeBasis().project_neighborhoods(
    before each clock read). Mean atoms per neighbourhood (all atoms, and atoms in the C/N/O/S
    channels) are printed; BASELINE.md's 2fe3 had 130.6.
 
-b. Files → coefficients: residues/s of ``holoprot.pipeline.iter_projected(paths,
+b. Files → coefficients: residues/s of ``holoprot.zernike.pipeline.iter_projected(paths,
    ProjectionSettings(), workers=W)`` for each W in ``--workers``, consuming (and dropping) every
    result. Each run is a fresh Python process (this script in child mode), so the wall-clock
    figure includes interpreter start-up, imports, the worker pool's start-up (spawn) and its
@@ -94,7 +94,7 @@ def _median_seconds(fn: Callable[[], None], repeats: int, device: torch.device) 
 
 def _concat(parts: list) -> object:
     """One ragged Neighborhoods holding all neighbourhoods of `parts`, in order."""
-    from holoprot.neighborhoods import Neighborhoods
+    from holoprot.zernike.neighborhoods import Neighborhoods
 
     offsets = [np.zeros(1, dtype=np.int64)]
     base = 0
@@ -114,7 +114,7 @@ def _concat(parts: list) -> object:
 
 def _slice(nbh: object, start: int, stop: int) -> object:
     """Neighbourhoods start…stop−1 of a ragged batch, as their own batch."""
-    from holoprot.neighborhoods import Neighborhoods
+    from holoprot.zernike.neighborhoods import Neighborhoods
 
     a0, a1 = int(nbh.offsets[start]), int(nbh.offsets[stop])
     return Neighborhoods(
@@ -130,9 +130,9 @@ def _slice(nbh: object, start: int, stop: int) -> object:
 
 def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
     from holoprot.errors import HoloprotError
-    from holoprot.neighborhoods import extract_neighborhoods
-    from holoprot.structure import read_structure
-    from holoprot.zernike import ZernikeBasis
+    from holoprot.io.structure import read_structure
+    from holoprot.zernike.basis import ZernikeBasis
+    from holoprot.zernike.neighborhoods import extract_neighborhoods
 
     device = torch.device(args.device)
     basis = ZernikeBasis()
@@ -219,7 +219,7 @@ def child_project(spec_path: str) -> None:
     """Child mode: run iter_projected over the spec's paths and write a JSON result."""
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
-    from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
+    from holoprot.zernike.pipeline import FailedInput, ProjectionSettings, iter_projected
 
     residues = failed = 0
     start = time.perf_counter()

@@ -38,7 +38,7 @@ def default_structures() -> list[str]:
 
 def structure_files(items: list[str] | None, max_files: int) -> list[str]:
     """Absolute structure paths from CLI-style items, first `max_files` (0 = all)."""
-    from holoprot.inputs import expand_inputs
+    from holoprot.io.inputs import expand_inputs
 
     paths = [str(p.resolve()) for p in expand_inputs(items or default_structures())]
     return paths[:max_files] if max_files > 0 else paths

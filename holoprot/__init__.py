@@ -19,14 +19,14 @@ from typing import Any
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it
 
 _LAZY = {
-    "embed": "holoprot.embedding",
-    "embed_table": "holoprot.embedding",
-    "load_model": "holoprot.embedding",
-    "Embedder": "holoprot.embedding",
-    "embed_dataset": "holoprot.distributed",
-    "read_structure": "holoprot.structure",
-    "extract_neighborhoods": "holoprot.neighborhoods",
-    "ZernikeBasis": "holoprot.zernike",
+    "embed": "holoprot.embedding.embedder",
+    "embed_table": "holoprot.embedding.embedder",
+    "load_model": "holoprot.embedding.embedder",
+    "Embedder": "holoprot.embedding.embedder",
+    "embed_dataset": "holoprot.embedding.distributed",
+    "read_structure": "holoprot.io.structure",
+    "extract_neighborhoods": "holoprot.zernike.neighborhoods",
+    "ZernikeBasis": "holoprot.zernike.basis",
     "Index": "holoprot.search",
 }
 

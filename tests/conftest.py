@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
-from holoprot.affinity.commands import register as register_affinity
+from holoprot.cli import app
 
 #: CI sets HOLOPROT_STRICT=1 (`.ci/run`): a test marked ``requires`` whose data or tool is missing
 #: fails there instead of being skipped, so the reference-equality and DSSP tests cannot
@@ -106,10 +105,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def affinity_cli() -> Callable[..., Result]:
     """Runs `holoprot train-affinity` / `predict-affinity` in process: affinity_cli(*args)."""
-    application = typer.Typer()
-    register_affinity(application)
     runner = CliRunner()
-    return lambda *args: runner.invoke(application, [str(a) for a in args])
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """train-affinity / predict-affinity end to end on the 4-complex fixture (tests/data/affinity).
 
 `hae` runs use `ElementCountEmbedder`, a test double with the interface of
-`holoprot.embedding.Embedder` whose latents are per-neighbourhood element counts, so the pipeline
+`holoprot.Embedder` whose latents are per-neighbourhood element counts, so the pipeline
 (pocket, neighbourhoods with ligand atoms, cache, aggregation, forests) is exercised for real
 without model weights.
 """
@@ -308,7 +308,7 @@ def test_counts_features_never_import_torch():
 
     code = (
         "import sys\n"
-        "import holoprot.affinity.commands\n"
+        "import holoprot.cli.affinity\n"
         "from holoprot.affinity.dataset import discover\n"
         "from holoprot.affinity.features import featurise\n"
         f"complexes, _ = discover({str(FIXTURE)!r})\n"
@@ -338,9 +338,9 @@ def test_no_ic50_drops_ic50_labels(affinity_cli, tmp_path):
 
 
 def test_real_embedder_end_to_end(affinity_cli, tmp_path):
-    """With the real `holoprot.embedding.Embedder` and the default weights the package ships
+    """With the real `holoprot.Embedder` and the default weights the package ships
     (torch and the weights are required dependencies: any failure to build it fails here)."""
-    from holoprot.embedding import Embedder
+    from holoprot.embedding.embedder import Embedder
 
     embedder = Embedder(weights="default", device="cpu")
     out, cache = tmp_path / "run", tmp_path / "cache"

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from holoprot._util.hashing import seal
 from holoprot.affinity import features as feats
 from holoprot.affinity.dataset import ComplexFiles, read_ligand
 from holoprot.affinity.linear import RidgeModel, load_ridge, save_ridge
 from holoprot.affinity.models import check_columns
 from holoprot.affinity.pocket import pocket_residues
 from holoprot.errors import InputError
-from holoprot.hashing import seal
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 FIXTURE = Path(__file__).parent / "data" / "affinity"
 FAST = ["--grid", "small", "--n-forests", "2"]
@@ -31,7 +31,7 @@ def _gbt() -> ComplexFiles:
 
 def test_zernike_l0_is_the_first_44_coefficients_summed_over_the_pocket():
     """Computed here atom list by atom list with `project_atoms` (not the batched path)."""
-    from holoprot.zernike import ZernikeBasis
+    from holoprot.zernike.basis import ZernikeBasis
 
     basis = ZernikeBasis()
     layout = basis.layout()

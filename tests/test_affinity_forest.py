@@ -14,6 +14,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from holoprot._util.hashing import seal, sha256_file
 from holoprot.affinity import splits as sp
 from holoprot.affinity.forest import (
     GRIDS,
@@ -24,7 +25,6 @@ from holoprot.affinity.forest import (
 )
 from holoprot.affinity.metrics import bootstrap_intervals, regression_metrics
 from holoprot.errors import InputError
-from holoprot.hashing import seal, sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from holoprot.affinity.dataset import read_ligand
 from holoprot.affinity.pocket import pocket_residues
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
 
 FIXTURE = Path(__file__).parent / "data" / "affinity"
 

@@ -12,7 +12,7 @@ from holoprot.affinity import features as feats
 from holoprot.affinity.dataset import ComplexFiles, read_ligand
 from holoprot.affinity.pocket import pocket_residues
 from holoprot.affinity.preparation import read_protein
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
 
 FIXTURE = Path(__file__).parent / "data" / "affinity"
 PROTEIN = FIXTURE / "1hvr" / "1hvr_protein.pdb"

@@ -14,10 +14,10 @@ from numpy.testing import runstring
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from holoprot._util.hashing import seal, sha256_file
 from holoprot.affinity.forest import load_forest
 from holoprot.affinity.linear import RidgeModel, _digest, load_ridge, save_ridge
 from holoprot.errors import InputError
-from holoprot.hashing import seal, sha256_file
 
 FIXTURE = Path(__file__).parent / "data" / "affinity"
 

@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from holoprot.allocator import tune_malloc
+from holoprot._util.allocator import tune_malloc
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")

@@ -16,15 +16,15 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from holoprot._util.hashing import seal, sha256_file
 from holoprot.cli import app
-from holoprot.distributed import _fetch
+from holoprot.embedding.distributed import _fetch
 from holoprot.errors import HoloprotError, InputError
-from holoprot.hashing import seal, sha256_file
+from holoprot.io.structure import read_structure
 from holoprot.model import serialization
 from holoprot.model.hvae import HVAE
 from holoprot.model.serialization import load_model_file
-from holoprot.structure import read_structure
-from holoprot.weights import model_files, resolve_weights
+from holoprot.model.weights import model_files, resolve_weights
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 LIMIT = 1_000_000

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from holoprot.affinity.preparation import subset_atoms
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.structure import Structure, read_structure
-from holoprot.zernike import ZernikeBasis
+from holoprot.io.structure import Structure, read_structure
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 ROOT = Path(__file__).parents[1]
 spec = importlib.util.spec_from_file_location("chain_context", ROOT / "weights/chain_context.py")

@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from holoprot.cli import app
-from holoprot.reporting import print_error
-from holoprot.weights import model_files, resolve_weights
+from holoprot.cli._reporting import print_error
+from holoprot.model.weights import model_files, resolve_weights
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 PDB = EXAMPLES / "1hvr.pdb"  # chains A and B
@@ -340,12 +340,12 @@ def test_overwrite_replaces_and_resume_keeps(tmp_path: Path) -> None:
 
 @pytest.fixture
 def broken_expand(monkeypatch: pytest.MonkeyPatch) -> None:
-    import holoprot.inputs
+    import holoprot.io.inputs
 
     def boom(items, recursive=True):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(holoprot.inputs, "expand_inputs", boom)
+    monkeypatch.setattr(holoprot.io.inputs, "expand_inputs", boom)
 
 
 def test_unexpected_error_is_one_line(broken_expand: None, tmp_path: Path) -> None:

@@ -14,12 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from holoprot.cli import EXIT_SKIPPED, app
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.output import ResidueTableWriter
-from holoprot.structure import read_structure
-from holoprot.tables import read_metadata
-from holoprot.zernike import ZernikeBasis
+from holoprot.cli import app
+from holoprot.cli._common import EXIT_SKIPPED
+from holoprot.io.output import ResidueTableWriter
+from holoprot.io.structure import read_structure
+from holoprot.io.tables import read_metadata
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 DATA = Path(__file__).parent / "data" / "structures"
 EXAMPLES = Path(__file__).parents[1] / "examples"

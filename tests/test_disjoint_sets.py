@@ -1,10 +1,10 @@
-"""holoprot.disjoint_sets: the same partition as a graph search, roots from the second argument."""
+"""_util.disjoint_sets: the same partition as a graph search, roots from the second argument."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from holoprot.disjoint_sets import DisjointSets
+from holoprot._util.disjoint_sets import DisjointSets
 
 
 def _components_by_search(n: int, edges: list[tuple[int, int]]) -> list[frozenset[int]]:

@@ -26,7 +26,7 @@ from holoprot.cli import app
 
 ray = pytest.importorskip("ray")
 
-from holoprot.distributed import embed_dataset  # noqa: E402
+from holoprot.embedding.distributed import embed_dataset  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 GOOD = [

@@ -1,4 +1,4 @@
-"""holoprot.dssp: the backbone file handed to mkdssp, parsing its output, mapping states back.
+"""evaluation.dssp: the backbone file handed to mkdssp, parsing its output, mapping states back.
 
 Tests that run mkdssp are skipped where it is not installed (``make dssp`` installs it; ``make
 test`` does so where it can).
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from holoprot.dssp import (
+from holoprot.errors import HoloprotError
+from holoprot.evaluation.dssp import (
     backbone_pdb,
     dssp_states,
     dssp_version,
@@ -22,8 +23,7 @@ from holoprot.dssp import (
     parse_dssp,
     three_state,
 )
-from holoprot.errors import HoloprotError
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
 
 DATA = Path(__file__).parent / "data" / "structures"
 needs_mkdssp = pytest.mark.requires(

@@ -24,12 +24,12 @@ from typer.testing import CliRunner
 
 import holoprot
 from holoprot.cli import app
-from holoprot.embedding import Embedder
+from holoprot.embedding.embedder import Embedder
 from holoprot.errors import HoloprotError
+from holoprot.io.output import ResidueTableWriter
+from holoprot.io.structure import read_structure
 from holoprot.model import HVAE, HVAEConfig, save_model
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.output import ResidueTableWriter
-from holoprot.structure import read_structure
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 DATA = Path(__file__).parent / "data" / "structures"
 EXAMPLES = Path(__file__).parents[1] / "examples"

@@ -1,4 +1,4 @@
-"""holoprot.evaluation: cosines, reconstruction, invariance, probes, labels and subsets.
+"""holoprot.evaluation.evaluate: cosines, reconstruction, invariance, probes, labels and subsets.
 
 The model-dependent checks use a small randomly initialised model (as test_embed.py does); the
 shipped weights and their recorded metrics are tested in test_weights.py.
@@ -17,10 +17,10 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from holoprot.dssp import three_state
-from holoprot.embedding import Embedder, Embedding
+from holoprot.embedding.embedder import Embedder, Embedding
 from holoprot.errors import HoloprotError
-from holoprot.evaluation import (
+from holoprot.evaluation.dssp import three_state
+from holoprot.evaluation.evaluate import (
     SLICE_TEST,
     SLICE_TRAIN,
     STANDARD_AMINO_ACIDS,
@@ -42,8 +42,8 @@ from holoprot.evaluation import (
     subset_masks,
     summarise_reconstruction,
 )
-from holoprot.structure import read_structure, structure_id
-from holoprot.zernike import ZernikeBasis
+from holoprot.io.structure import read_structure, structure_id
+from holoprot.zernike.basis import ZernikeBasis
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 LS = ZernikeBasis().layout()["l"]
@@ -190,7 +190,7 @@ def test_read_split(tmp_path: Path) -> None:
 def test_input_invariants_are_rotation_invariant_and_complete_in_degree_two() -> None:
     """float64: rotating the coefficients (Wigner-D per degree) changes no feature beyond 1e-12
     relative; l = 0 features are the l = 0 coefficients; the count is 44 + Σ K_l(K_l+1)/2."""
-    from holoprot.so3 import rotate_flat
+    from holoprot.model.so3 import rotate_flat
 
     basis = ZernikeBasis()
     rng = np.random.default_rng(7)
@@ -315,8 +315,8 @@ REPO = Path(__file__).parents[1]
 def slice_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A dataset cache of the public slice (SLICE_TRAIN → train, SLICE_TEST → test), its
     split.csv and a groups file with a set column (1hvr in bm5, the other test files new)."""
-    from holoprot.pipeline import ProjectionSettings
     from holoprot.training.dataset import build_dataset
+    from holoprot.zernike.pipeline import ProjectionSettings
 
     root = tmp_path_factory.mktemp("slice-run")
     paths = [str(REPO / p) for p in (*SLICE_TRAIN, *SLICE_TEST)]

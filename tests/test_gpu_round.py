@@ -11,7 +11,7 @@ import torch
 
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
 from holoprot.training.pack import build_pack, load_pack
-from holoprot.zernike import ZernikeBasis
+from holoprot.zernike.basis import ZernikeBasis
 
 REPO = Path(__file__).parents[1]
 DATA = Path(__file__).parent / "data" / "structures"

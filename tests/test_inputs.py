@@ -1,4 +1,4 @@
-"""holoprot.inputs.expand_inputs: files, folders, globs, @lists, order, duplicates, errors."""
+"""holoprot.io.inputs.expand_inputs: files, folders, globs, @lists, order, duplicates, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from holoprot.errors import InputError
-from holoprot.inputs import STRUCTURE_SUFFIXES, expand_inputs, is_structure_file
+from holoprot.io.inputs import STRUCTURE_SUFFIXES, expand_inputs, is_structure_file
 
 
 @pytest.fixture

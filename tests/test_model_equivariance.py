@@ -13,7 +13,7 @@ from holoprot.model.cg import clebsch_gordan
 from holoprot.model.hvae import HVAE, HVAEConfig, gram_schmidt_frame
 from holoprot.model.layers import PARALLEL_MIN_ELEMENTS, TensorProductNonlinearity, _tp_threads
 from holoprot.model.reference import load_reference_state
-from holoprot.so3 import rotate_flat
+from holoprot.model.so3 import rotate_flat
 
 SMALL = Path(__file__).parent / "data" / "reference" / "model_small"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from holoprot.embedding import load_model
+from holoprot._util.hashing import SEAL_KEY, seal
+from holoprot.embedding.embedder import load_model
 from holoprot.errors import HoloprotError
-from holoprot.hashing import SEAL_KEY, seal
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
-from holoprot.weights import list_weights, resolve_weights
+from holoprot.model.weights import list_weights, resolve_weights
 
 CONFIG = HVAEConfig(
     irreps_in="4x0e+3x1e+2x2e",

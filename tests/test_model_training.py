@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from holoprot.model.hvae import HVAE, HVAEConfig, coefficient_weights, hvae_loss
-from holoprot.so3 import irreps_ls
+from holoprot.model.so3 import irreps_ls
 
 INPUTS = Path(__file__).parent / "data" / "reference" / "model_small" / "inputs.npz"
 SMALL = HVAEConfig(latent_dim=16, ch_initial=44, ch_sizes=(16, 16, 16), lmax_list=(4, 2, 1))

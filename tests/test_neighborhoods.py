@@ -1,4 +1,4 @@
-"""holoprot.neighborhoods: exact agreement with brute force, centre rules, ragged layout."""
+"""holoprot.zernike.neighborhoods: exact agreement with brute force, centre rules, ragged layout."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import ALTLOC, LARGE, MMCIF, MSE
 
-import holoprot.neighborhoods as nbmod
-from holoprot.neighborhoods import MIN_DISTANCE, extract_neighborhoods
-from holoprot.structure import Structure, read_structure
+import holoprot.zernike.neighborhoods as nbmod
+from holoprot.io.structure import Structure, read_structure
+from holoprot.zernike.neighborhoods import MIN_DISTANCE, extract_neighborhoods
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""holoprot.output: one pass to disk, atomic commit, exact resume after a kill, dataset folders."""
+"""io.output: one pass to disk, atomic commit, exact resume after a kill, dataset folders."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from holoprot.cli import app
 from holoprot.errors import HoloprotError
-from holoprot.output import (
+from holoprot.io.output import (
     DATASET_MANIFEST,
     STAGING_DIR,
     SUCCESS,
@@ -27,7 +27,7 @@ from holoprot.output import (
     is_dataset_output,
     write_tables,
 )
-from holoprot.tables import IDENTITY_SCHEMA, file_metadata, read_metadata, vector_field
+from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, read_metadata, vector_field
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "examples"
@@ -69,7 +69,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     sys.path[:0] = [{root!r}, {tests!r}]
-    import holoprot.output as out
+    import holoprot.io.output as out
     from test_output import META, SCHEMA, SIZES, WRITER_ARGS, input_table
     where, n, path, part_rows = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     calls = [0]

@@ -18,7 +18,7 @@ from test_output import META, SCHEMA, WRITER_ARGS, input_table, write_all
 from typer.testing import CliRunner
 
 from holoprot.errors import HoloprotError
-from holoprot.output import (
+from holoprot.io.output import (
     DATASET_MANIFEST,
     MANIFEST,
     STAGING_DIR,

@@ -11,10 +11,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-import holoprot.structure
+import holoprot.io.structure
 from holoprot.errors import InputError
-from holoprot.pipeline import ProjectionSettings, project_file
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
 from holoprot.training.pack import (
     build_pack,
     load_pack,
@@ -22,6 +21,7 @@ from holoprot.training.pack import (
     pairs_within_torch,
     project_pack,
 )
+from holoprot.zernike.pipeline import ProjectionSettings, project_file
 
 DATA = Path(__file__).parent / "data" / "structures"
 FILES = [str(DATA / "1a8o.pdb"), str(DATA / "1gbt.cif")]
@@ -87,14 +87,14 @@ def test_split_groups_and_dataset_follow_the_group_file(pack_dir: Path, tmp_path
 def test_coordinates_with_more_decimals_are_rounded_within_half_a_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = holoprot.structure.read_structure
+    real = holoprot.io.structure.read_structure
     jitter = np.random.default_rng(0).uniform(-0.002, 0.002, size=(100_000, 3))
 
     def finer(path, model=None):  # noqa: ANN001, ANN202
         s = real(path, model=model)
         return dataclasses.replace(s, coords=s.coords + jitter[: s.n_atoms])
 
-    monkeypatch.setattr(holoprot.structure, "read_structure", finer)
+    monkeypatch.setattr(holoprot.io.structure, "read_structure", finer)
     meta = build_pack(FILES[:1], tmp_path / "p", fractions=(1.0, 0.0, 0.0), workers=0)
     assert 0.0004 < meta["max_coordinate_error"] <= 0.0005
     pack = load_pack(tmp_path / "p")

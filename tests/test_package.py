@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from holoprot import __version__
-from holoprot.tables import read_metadata
-from holoprot.weights import DEFAULT_WEIGHTS, PACKAGE_WEIGHTS
+from holoprot.io.tables import read_metadata
+from holoprot.model.weights import DEFAULT_WEIGHTS, PACKAGE_WEIGHTS
 
 ROOT = Path(__file__).parents[1]
 STRUCTURE = ROOT / "examples" / "1hvr.pdb"

@@ -1,4 +1,4 @@
-"""holoprot.probes: logistic probe, nearest-neighbour agreement and the majority class."""
+"""evaluation.probes: logistic probe, nearest-neighbour agreement and the majority class."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from holoprot.errors import HoloprotError
-from holoprot.probes import knn_agreement, logistic_probe, majority_class
+from holoprot.evaluation.probes import knn_agreement, logistic_probe, majority_class
 
 Blobs = Callable[..., tuple[np.ndarray, np.ndarray]]
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from holoprot.errors import InputError
-from holoprot.structure import read_structure
+from holoprot.io.structure import read_structure
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 EXAMPLES = Path(__file__).parents[1] / "examples"

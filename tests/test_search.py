@@ -18,10 +18,10 @@ import pytest
 from conftest import EXAMPLES_DIR, LARGE, MMCIF, STRUCTURES_DIR
 from typer.testing import CliRunner
 
+from holoprot._util.hashing import seal
 from holoprot.cli import app
 from holoprot.errors import HoloprotError
-from holoprot.hashing import seal
-from holoprot.output import STAGING_DIR, write_tables
+from holoprot.io.output import STAGING_DIR, write_tables
 from holoprot.search import Index, hnsw
 from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, latent_matrix
 from holoprot.search.exact import exact_search, normalise
@@ -34,8 +34,8 @@ HVR = EXAMPLES_DIR / "1hvr.pdb"
 @pytest.fixture(scope="session")
 def embeddings(tmp_path_factory) -> Path:
     """Embeddings Parquet of the test structures (but the 6,608-residue unit cell) and examples."""
-    from holoprot.embedding import Embedder
-    from holoprot.inputs import expand_inputs
+    from holoprot.embedding.embedder import Embedder
+    from holoprot.io.inputs import expand_inputs
 
     files = [f for f in expand_inputs([str(STRUCTURES_DIR), str(EXAMPLES_DIR)]) if f != LARGE]
     path = tmp_path_factory.mktemp("search") / "emb.parquet"

@@ -13,7 +13,7 @@ from holoprot.model.cg import (
     clebsch_gordan,
     solve_cg_table,
 )
-from holoprot.so3 import irreps_ls, parse_irreps, rotate_flat, wigner_d_blocks
+from holoprot.model.so3 import irreps_ls, parse_irreps, rotate_flat, wigner_d_blocks
 
 ROTATION = Path(__file__).parent / "data" / "reference" / "zernike" / "rotation.npz"
 SMALL_INPUTS = Path(__file__).parent / "data" / "reference" / "model_small" / "inputs.npz"

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from holoprot import embedding, pipeline
-from holoprot.embedding import encoder_threads, encoder_workers
-from holoprot.pipeline import ProjectionSettings, default_workers, project_file
-from holoprot.zernike import SH_TABLE_LMAX, _monomials_to_sh, solve_monomials_to_sh
+from holoprot.embedding import embedder as embedding
+from holoprot.embedding.embedder import encoder_threads, encoder_workers
+from holoprot.zernike import pipeline
+from holoprot.zernike.basis import SH_TABLE_LMAX, _monomials_to_sh, solve_monomials_to_sh
+from holoprot.zernike.pipeline import ProjectionSettings, default_workers, project_file
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "examples"
@@ -97,7 +98,7 @@ def test_embed_command_imports_only_what_it_needs(tmp_path: Path) -> None:
 def test_model_imports_e3nn_without_dynamo() -> None:
     loaded = modules_after(
         """
-        from holoprot.so3 import wigner_d_blocks
+        from holoprot.model.so3 import wigner_d_blocks
         import torch
         wigner_d_blocks(torch.eye(3), 2)
         """
@@ -112,7 +113,7 @@ def test_numba_without_a_writable_cache_compiles_and_warns() -> None:
         sys.path.insert(0, {str(ROOT)!r})
         import numba.core.caching as caching
         caching.CacheImpl._locator_classes = []  # as if nothing were writable
-        from holoprot.jit import cached_njit
+        from holoprot._util.jit import cached_njit
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             add = cached_njit()(lambda x: x + 1)
@@ -176,7 +177,7 @@ def test_idle_threads_sleep_unless_the_user_chose() -> None:
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
         os.environ.pop("OMP_WAIT_POLICY", None)
-        from holoprot.devices import passive_thread_waits
+        from holoprot._util.devices import passive_thread_waits
         assert passive_thread_waits() and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
         os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
         assert not passive_thread_waits() and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -1,4 +1,4 @@
-"""holoprot.structure: each parsing policy checked on a real file that exercises it."""
+"""holoprot.io.structure: each parsing policy checked on a real file that exercises it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import ALTLOC, LARGE, MMCIF, MSE, NMR
 
 from holoprot.errors import InputError
-from holoprot.structure import detect_format, read_structure, structure_id
+from holoprot.io.structure import detect_format, read_structure, structure_id
 
 WATERS = {"HOH", "WAT", "DOD"}
 

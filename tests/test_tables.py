@@ -1,4 +1,4 @@
-"""holoprot.tables' Arrow builders: the same arrays as ``pa.array``, without importing pandas."""
+"""holoprot.io.tables' Arrow builders: the same arrays as ``pa.array``, without importing pandas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from holoprot.tables import numeric_array, repeated_string, string_array, vector_array
+from holoprot.io.tables import numeric_array, repeated_string, string_array, vector_array
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_vector_array_rows():
 def test_builders_do_not_import_pandas():
     code = (
         "import sys, numpy as np\n"
-        "from holoprot.tables import numeric_array, string_array, vector_array\n"
+        "from holoprot.io.tables import numeric_array, string_array, vector_array\n"
         "numeric_array(np.arange(3)); numeric_array(np.ones(3, bool)); string_array(['a'])\n"
         "vector_array(np.ones((2, 2)))\n"
         "assert 'pandas' not in sys.modules\n"

@@ -13,13 +13,12 @@ import torch
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from holoprot._util.hashing import seal
 from holoprot.cli import app
 from holoprot.errors import InputError
-from holoprot.evaluation import read_split
-from holoprot.hashing import seal
+from holoprot.evaluation.evaluate import read_split
 from holoprot.model import HVAE, HVAEConfig, hvae_loss, load_model_file
-from holoprot.pipeline import ProjectionSettings
-from holoprot.so3 import irreps_ls
+from holoprot.model.so3 import irreps_ls
 from holoprot.training import dataset as dataset_module
 from holoprot.training.dataset import (
     assign_groups,
@@ -29,6 +28,7 @@ from holoprot.training.dataset import (
     split_groups,
 )
 from holoprot.training.trainer import TrainSettings, input_norm_constant
+from holoprot.zernike.pipeline import ProjectionSettings
 
 DATA = Path(__file__).parent / "data" / "structures"
 EXAMPLES = Path(__file__).parents[1] / "examples"

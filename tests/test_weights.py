@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from holoprot.embedding import Embedder, load_model
-from holoprot.evaluation import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
+from holoprot.embedding.embedder import Embedder, load_model
+from holoprot.evaluation.evaluate import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
 from holoprot.model import HVAEConfig
-from holoprot.weights import (
+from holoprot.model.weights import (
     DEFAULT_WEIGHTS,
     PACKAGE_WEIGHTS,
     list_weights,
     model_files,
     resolve_weights,
 )
-from holoprot.zernike import ZernikeBasis
+from holoprot.zernike.basis import ZernikeBasis
 
 CARD_DIR = Path(__file__).parents[1] / "weights"
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from e3nn import o3
 
-from holoprot.zernike import ZernikeBasis, radial_polynomial_coefficients
+from holoprot.zernike.basis import ZernikeBasis, radial_polynomial_coefficients
 
 REF = Path(__file__).parent / "data" / "reference" / "zernike"
 

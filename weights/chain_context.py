@@ -8,7 +8,7 @@ several chains (antibody heavy + light chains, complexes, a ligand's chain). For
 drawn with the seed, every residue's neighbourhood is projected twice: with every atom of the file
 (what training and evaluate.py use) and with the atoms of the residue's own chain only (the
 paper's protocol). Prints the weighted cosine loss (1 − the √(2l+1)-weighted cosine,
-holoprot.evaluation.cosines) of both, for every residue and for the residues with an atom of
+evaluation.evaluate.cosines) of both, for every residue and for the residues with an atom of
 another chain within the radius ("contact"; for the others both neighbourhoods are the same
 atoms), overall and per set of the groups file.
 """
@@ -22,11 +22,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from holoprot.embedding import load_model
-from holoprot.evaluation import read_group_sets, reconstruction_rows
-from holoprot.neighborhoods import centre_atoms, neighborhoods_around
-from holoprot.structure import Structure, read_structure
-from holoprot.zernike import ZernikeBasis
+from holoprot.embedding.embedder import load_model
+from holoprot.evaluation.evaluate import read_group_sets, reconstruction_rows
+from holoprot.io.structure import Structure, read_structure
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import centre_atoms, neighborhoods_around
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,8 +45,8 @@ def own_chain_coefficients(
     structure: Structure, basis: ZernikeBasis, radius: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every residue projected twice: ``(all atoms (M, dim), own chain only (M, dim), contact
-    (M,) bool)``, rows in :func:`~holoprot.neighborhoods.centre_atoms` order (that of
-    :func:`~holoprot.neighborhoods.extract_neighborhoods`)."""
+    (M,) bool)``, rows in :func:`~holoprot.zernike.neighborhoods.centre_atoms` order (that of
+    :func:`~holoprot.zernike.neighborhoods.extract_neighborhoods`)."""
     atom_chain = structure.chain.astype(str)[structure.residue_index]
     res_idx, ca_idx, _ = centre_atoms(structure)
     together = neighborhoods_around(structure.coords, structure.element, res_idx, ca_idx, radius)

@@ -16,7 +16,7 @@ PNG, copied, or a run's metrics.jsonl, plotted) becomes ``weights/<weights name>
 Secondary structure comes from DSSP (``mkdssp``, ``make dssp``). ``--groups`` with a ``set``
 column splits the test figures into the groups held out for the first weights (sets bm5, extra)
 and the new held-out groups. Invariance is measured on ``--invariance-structures``, by default
-``--n-invariance`` test-split structures drawn with the seed. Definitions: holoprot/evaluation.py.
+``--n-invariance`` test-split structures drawn with the seed. Definitions: holoprot/evaluation/
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from holoprot.evaluation import evaluate_weights, read_split
-from holoprot.hashing import check_seal, seal, sha256_file
+from holoprot._util.hashing import check_seal, seal, sha256_file
+from holoprot.evaluation.evaluate import evaluate_weights, read_split
+from holoprot.model.weights import model_files, resolve_weights
 from holoprot.training.trainer import plot_loss_curve
-from holoprot.weights import model_files, resolve_weights
 
 #: The model cards and loss curves live here; the weights files ship inside the package.
 MODEL_CARD_DIR = Path(__file__).resolve().parent

@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---- prepare / check (here) -------------------------------------------------------------------
 def prepare(args: argparse.Namespace) -> None:
-    from holoprot.inputs import expand_inputs
+    from holoprot.io.inputs import expand_inputs
     from holoprot.training.pack import build_pack
 
     fractions = tuple(float(f) for f in args.split.split(","))
@@ -286,13 +286,13 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from holoprot.devices import resolve_device
+    from holoprot._util.devices import resolve_device
     from holoprot.model import HVAE, load_model_file
+    from holoprot.model.weights import resolve_weights
     from holoprot.training.averaging import check_decay
     from holoprot.training.pack import load_pack, pack_dataset, project_pack
     from holoprot.training.run import finish
     from holoprot.training.trainer import Trainer, TrainSettings, plot_loss_curve
-    from holoprot.weights import resolve_weights
 
     if args.ema_decay:  # before minutes of projection, not when training starts
         check_decay(args.ema_decay)

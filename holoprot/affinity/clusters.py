@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from holoprot._util.disjoint_sets import DisjointSets
 from holoprot.affinity import splits as sp
 from holoprot.affinity.dataset import ComplexFiles, Failure, collect_failure, read_ligand
 from holoprot.affinity.preparation import read_protein
-from holoprot.disjoint_sets import DisjointSets
 from holoprot.errors import HoloprotError, InputError
-from holoprot.structure import Structure
+from holoprot.io.structure import Structure
 
 IDENTITY_THRESHOLD = 0.30
 BINDING_CHAIN_CUTOFF = 10.0
@@ -58,7 +58,7 @@ def chain_sequences(
     `ligand_coords` (L, 3) Å only chains with a Cα within `cutoff` Å of a ligand atom."""
     import gemmi
 
-    from holoprot.neighborhoods import centre_atoms
+    from holoprot.zernike.neighborhoods import centre_atoms
 
     residues, ca_atoms, _ = centre_atoms(structure)
     if ligand_coords is not None and len(residues):

@@ -43,12 +43,12 @@ from typing import Protocol
 import numpy as np
 from scipy.spatial import cKDTree
 
+from holoprot._util.hashing import sha256_file
 from holoprot.affinity.dataset import ComplexFiles, Failure, Ligand, collect_failure, read_ligand
 from holoprot.affinity.pocket import DEFAULT_CUTOFF, pocket_residues
 from holoprot.affinity.preparation import read_protein
 from holoprot.errors import HoloprotError, InputError
-from holoprot.hashing import sha256_file
-from holoprot.neighborhoods import extract_neighborhoods
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 FEATURE_KINDS = ("hae", "zernike-l0", "counts")
 FEATURE_SETS = ("hae", "zernike-l0", "counts", "hae+counts", "hae+zernike-l0")
@@ -64,7 +64,7 @@ CACHE_FORMAT = "holoprot-affinity-v2"
 
 
 class EmbedderLike(Protocol):
-    """What the `hae` featuriser needs from `holoprot.embedding.Embedder` (an optional `radius`
+    """What the `hae` featuriser needs from `holoprot.Embedder` (an optional `radius`
     attribute, Å, sets the neighbourhood radius; default 10)."""
 
     weights_name: str
@@ -75,11 +75,13 @@ class EmbedderLike(Protocol):
 
 
 def load_embedder(weights: str = "default", device: str = "auto") -> EmbedderLike:
-    """A `holoprot.embedding.Embedder` (imports torch)."""
+    """A `holoprot.embedding.embedder.Embedder` (imports torch)."""
     try:
-        from holoprot.embedding import Embedder
+        from holoprot.embedding.embedder import Embedder
     except ImportError as exc:
-        raise HoloprotError(f"the hae features need holoprot.embedding and torch ({exc})") from None
+        raise HoloprotError(
+            f"the hae features need holoprot.embedding.embedder and torch ({exc})"
+        ) from None
     return Embedder(weights=weights, device=device)
 
 
@@ -103,7 +105,7 @@ def set_kinds(feature_set: str) -> list[str]:
 
 def zernike_l0_names() -> list[str]:
     """Names of the 44 `zernike-l0` columns in projection order: 'C:n0' … 'S:n20'."""
-    from holoprot.zernike import ZernikeBasis
+    from holoprot.zernike.basis import ZernikeBasis
 
     layout = ZernikeBasis().layout()
     channels = ZernikeBasis().channels
@@ -288,7 +290,7 @@ def zernike_l0(nbh) -> np.ndarray:
     """(P, 44) float32 l = 0 coefficients of each neighbourhood (default `ZernikeBasis`)."""
     import torch
 
-    from holoprot.zernike import ZernikeBasis
+    from holoprot.zernike.basis import ZernikeBasis
 
     with torch.no_grad():
         coefficients = ZernikeBasis().project_neighborhoods(nbh)

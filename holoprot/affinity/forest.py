@@ -30,8 +30,8 @@ from sklearn.tree import DecisionTreeRegressor
 from sklearn.tree._tree import Tree
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
+from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import InputError
-from holoprot.hashing import check_seal, seal, sha256_file
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
     # The reference grid (HV experiments/ATOM3D_LBA src/training/kd_prediction.py), 48 points.
@@ -181,7 +181,7 @@ class ForestEnsemble(RegressorMixin, BaseEstimator):
 
 def save_forest(model: ForestEnsemble, folder: str | Path, metadata: Mapping[str, Any]) -> Path:
     """Write `forest.skops` (the list of fitted forests) and `forest.json` (metadata, the model
-    file's sha256, and a seal over all of it: see `holoprot.hashing.seal`)."""
+    file's sha256, and a seal over all of it: see `holoprot._util.hashing.seal`)."""
     import skops.io
 
     check_is_fitted(model, "forests_")

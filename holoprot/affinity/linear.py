@@ -4,7 +4,7 @@ Features are standardised with the training mean and standard deviation (a const
 left unscaled), then `sklearn.linear_model.Ridge` is fitted; the penalty `alpha` is the grid value
 with the lowest validation RMSE. The fitted model is a mean, a scale, coefficients and an
 intercept, written to `ridge.json` with a sha256 over those numbers and a seal over the whole
-file (`holoprot.hashing.seal`), so loading never unpickles anything and an edit is refused.
+file (`holoprot._util.hashing.seal`), so loading never unpickles anything and an edit is refused.
 A loaded record must have exactly those five parameters, finite JSON numbers of consistent
 lengths (a forged file recomputes both checksums, so the numbers are checked too).
 """
@@ -23,8 +23,8 @@ import sklearn
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_array, check_X_y
 
+from holoprot._util.hashing import check_seal, seal
 from holoprot.errors import InputError
-from holoprot.hashing import check_seal, seal
 
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 METADATA_FILE = "ridge.json"

@@ -1,7 +1,7 @@
 """Binding-pocket residues: amino acids whose Cα lies within a cutoff of any ligand heavy atom.
 
 This is the ATOM3D LBA rule used by the reference (SPEC §6: atoms within 6 Å of the ligand, then
-rows named CA with element C). Cα atoms are those of `holoprot.neighborhoods.centre_atoms`
+rows named CA with element C). Cα atoms are those of `holoprot.zernike.neighborhoods.centre_atoms`
 (atom CA, element C, amino-acid residue), so Ca²⁺ ions never count. The cutoff is inclusive.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from holoprot.neighborhoods import centre_atoms
-from holoprot.structure import Structure
+from holoprot.io.structure import Structure
+from holoprot.zernike.neighborhoods import centre_atoms
 
 DEFAULT_CUTOFF = 6.0
 

@@ -5,7 +5,7 @@ polar ones only, some none; some pockets keep waters; PDBbind v2021 rebuilds mis
 and loops and marks those atoms with B-factor 999.99. So that none of this changes a feature:
 
 * waters (HOH, WAT, DOD, ...) and hydrogen / deuterium atoms are dropped by
-  `holoprot.structure.read_structure`;
+  `holoprot.io.structure.read_structure`;
 * rebuilt atoms (PDB B-factor exactly 999.99, mmCIF `B_iso_or_equiv` 999.99) are dropped here,
   so a v2021 file gives the features of the deposited coordinates; a residue left with no atom
   disappears, and a residue whose Cα was rebuilt is no longer a pocket centre. Older
@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from holoprot.errors import InputError
-from holoprot.structure import Structure, read_structure
+from holoprot.io.structure import Structure, read_structure
 
 REBUILT_B_FACTOR = 999.99
 _MARKER = b"999.99"
@@ -33,7 +33,7 @@ def rebuilt_atom_keys(path: str | os.PathLike) -> set[tuple[str, int, str, str, 
     """(chain, number, insertion code, residue name, atom name) of every heavy atom with
     B-factor 999.99 in the first model; empty without reading the model when the text has no
     '999.99' at all."""
-    from holoprot.structure import _parse, _read_text
+    from holoprot.io.structure import _parse, _read_text
 
     data = _read_text(path)
     if _MARKER not in data:

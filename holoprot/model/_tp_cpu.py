@@ -15,7 +15,7 @@ Terms are grouped by output row; per sample ``b`` (one parallel iteration) a gro
 One call computes one output degree ``l3``, the ``(2l3+1, B, P·C)`` block of its ``P`` paths
 (groups ordered by ``M``, then path). The backward pass is the transpose of the same sums,
 ``gx[r1] += k·g·x[r2]`` and ``gx[r2] += k·g·x[r1]``, accumulated degree by degree.
-Compiled on first use and cached by numba (``holoprot.jit.cached_njit``); float32 and float64.
+Compiled on first use and cached by numba (``holoprot._util.jit.cached_njit``); float32 and float64.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from holoprot.jit import cached_njit
+from holoprot._util.jit import cached_njit
 
 
 @cached_njit(parallel=True)

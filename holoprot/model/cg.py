@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from holoprot.disjoint_sets import DisjointSets
+from holoprot._util.disjoint_sets import DisjointSets
 
 __all__ = ["CG_TABLE", "CG_TABLE_LMAX", "LS_RULES", "clebsch_gordan", "solve_cg_table", "tp_paths"]
 
@@ -39,7 +39,7 @@ CG_TABLE_LMAX = 6
 def solve_cg_table(lmax: int) -> dict[str, np.ndarray]:
     """e3nn's ``wigner_3j(l1, l2, l3)`` in float64 for every coupling with all degrees <= lmax,
     keyed ``"l1_l2_l3"``."""
-    from holoprot._e3nn import o3
+    from holoprot._util.e3nn import o3
 
     return {
         f"{l1}_{l2}_{l3}": o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu").numpy()
@@ -59,7 +59,7 @@ def _shipped_cg_table() -> dict[str, np.ndarray]:
 def _wigner_3j_f64(l1: int, l2: int, l3: int) -> torch.Tensor:
     if max(l1, l2, l3) <= CG_TABLE_LMAX:
         return torch.from_numpy(_shipped_cg_table()[f"{l1}_{l2}_{l3}"])
-    from holoprot._e3nn import o3
+    from holoprot._util.e3nn import o3
 
     return o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu")
 

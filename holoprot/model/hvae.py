@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
-from holoprot.so3 import irreps_ls, parse_irreps
+from holoprot.model.so3 import irreps_ls, parse_irreps
 
 __all__ = [
     "HVAE",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from holoprot.devices import set_numba_threads, use_numba
+from holoprot._util.devices import set_numba_threads, use_numba
 from holoprot.model.cg import clebsch_gordan, tp_paths
 
 __all__ = [

@@ -7,7 +7,7 @@ batch-norm running statistics) and ``<stem>.json``::
      "config": HVAEConfig.to_dict(), "metadata": {...}, "sha256": "<hex of the .safetensors>",
      "metadata_sha256": "<hex of the other fields>"}
 
-The JSON is sealed (:func:`holoprot.hashing.seal`): editing any field is refused on loading.
+The JSON is sealed (:func:`holoprot._util.hashing.seal`): editing any field is refused on loading.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import holoprot
-from holoprot.atomic import atomic_path
+from holoprot._util.atomic import atomic_path
+from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import HoloprotError
-from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model.hvae import HVAE, HVAEConfig
-from holoprot.weights import model_files
+from holoprot.model.weights import model_files
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_model_file", "save_model"]
 
@@ -44,7 +44,7 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     """
     weights, sidecar = model_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    # temporary names from mkstemp (holoprot.atomic); the weights are renamed into place first,
+    # temporary names from mkstemp (_util.atomic); the weights are renamed into place first,
     # then the description: a kill between the two leaves checksums that disagree (refused)
     with atomic_path(sidecar) as tmp_j, atomic_path(weights) as tmp_w:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

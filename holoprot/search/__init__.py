@@ -1,7 +1,7 @@
 """Microenvironment search: nearest-neighbour indexes over residue latents.
 
 `Index` (build / search / save / load) is the API; `holoprot index` and `holoprot search` are the
-commands (`holoprot.search.commands`).
+commands (`holoprot.cli.search`).
 """
 
 from holoprot.search.index import Index

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
-from holoprot.output import DATASET_MANIFEST, STAGING_DIR, STAGING_SUFFIX, dataset_files
-from holoprot.tables import IDENTITY_SCHEMA
+from holoprot.io.output import DATASET_MANIFEST, STAGING_DIR, STAGING_SUFFIX, dataset_files
+from holoprot.io.tables import IDENTITY_SCHEMA
 
 #: Identity columns an index keeps for each row (the atom count is not needed to name a residue).
 HIT_COLUMNS = [f.name for f in IDENTITY_SCHEMA if f.name != "atom_count"]

@@ -20,7 +20,7 @@ the weights name and sha256, and the sha256 of every other file), ``rows.parquet
 columns, row i = label i) and ``vectors.npy`` (exact: unit-length float32, loaded with
 allow_pickle=False) or ``hnsw.faiss`` (the library's own binary format). Nothing is unpickled;
 every file is checked against its sha256 before it is opened. ``index.json`` is sealed
-(`holoprot.hashing.seal`): an edited field (say ``weights_sha256``, which decides which query
+(`holoprot._util.hashing.seal`): an edited field (say ``weights_sha256``, which decides which query
 latents the index accepts) is refused on loading. Every file is written under a temporary name
 and renamed, ``index.json`` last.
 """
@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from holoprot import __version__
-from holoprot.atomic import atomic_path, write_json_atomic
+from holoprot._util.atomic import atomic_path, write_json_atomic
+from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import HoloprotError
-from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.search import hnsw
 from holoprot.search.embeddings import HIT_COLUMNS, Embeddings, latent_matrix, read_embeddings
 from holoprot.search.exact import exact_search, normalise

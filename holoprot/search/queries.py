@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
+from holoprot.io.tables import vector_array
 from holoprot.search.embeddings import HIT_COLUMNS, latent_matrix
-from holoprot.tables import vector_array
 
 _RESIDUE = re.compile(r"(-?\d+)([A-Za-z]?)")
 SYNTAX = "FILE, FILE:CHAIN or FILE:CHAIN:RESNUM[ICODE]"
@@ -146,8 +146,8 @@ def query_table(
 def _embed_files(
     queries: list[Query], weights: str, weights_sha256: str, device: str
 ) -> dict[Path, pa.Table]:
-    from holoprot.embedding import Embedder
-    from holoprot.pipeline import FailedInput
+    from holoprot.embedding.embedder import Embedder
+    from holoprot.zernike.pipeline import FailedInput
 
     embedder = Embedder(weights, device)
     if embedder.weights_sha256 != weights_sha256:

@@ -4,9 +4,9 @@ A cache folder holds ``shard-NNNNN.npy`` files of float32 coefficients (rows, di
 memory-mapped, ``index.parquet`` with one identity row per residue (plus ``group``, ``shard`` and
 ``row``), and ``manifest.json`` describing the inputs (path, size, mtime), the basis and the
 radius. A later run with the same inputs and settings reuses the cache without parsing anything;
-any difference rebuilds it. Every file is written under a temporary name (`holoprot.atomic`) and
+any difference rebuilds it. Every file is written under a temporary name (`_util.atomic`) and
 renamed, and the manifest is written last, so a killed build is never mistaken for a finished
-one. The manifest records the index's sha256 and is sealed (`holoprot.hashing.seal`): an edited
+one. The manifest records the index's sha256 and is sealed (`_util.hashing.seal`): an edited
 manifest or index is rebuilt when the cache is reused, and refused by `load_dataset`. Shard file
 names are made from the manifest's shard count, never read from a file, and every shard row the
 index points to must exist.
@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from holoprot.atomic import atomic_path, write_json_atomic
+from holoprot._util.atomic import atomic_path, write_json_atomic
+from holoprot._util.hashing import SEAL_KEY, check_seal, json_sha256, seal, sha256_file
 from holoprot.errors import HoloprotError, InputError
-from holoprot.hashing import SEAL_KEY, check_seal, json_sha256, seal, sha256_file
-from holoprot.pipeline import FailedInput, ProjectionSettings, iter_projected
+from holoprot.zernike.pipeline import FailedInput, ProjectionSettings, iter_projected
 
 SHARD_ROWS = 16384
 SPLITS = ("train", "val", "test")

@@ -47,19 +47,19 @@ import pyarrow.parquet as pq
 import torch
 
 from holoprot import __version__
-from holoprot.atomic import atomic_path, write_json_atomic
-from holoprot.devices import use_numba
+from holoprot._util.atomic import atomic_path, write_json_atomic
+from holoprot._util.devices import use_numba
 from holoprot.errors import HoloprotError, InputError
-from holoprot.neighborhoods import MIN_DISTANCE, Neighborhoods, neighborhoods_around
-from holoprot.pipeline import ProjectionSettings, default_workers
-from holoprot.tables import IDENTITY_SCHEMA
+from holoprot.io.tables import IDENTITY_SCHEMA
 from holoprot.training.dataset import (
     CoefficientDataset,
     assign_groups,
     read_group_file,
     split_groups,
 )
-from holoprot.zernike import ZernikeBasis
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import MIN_DISTANCE, Neighborhoods, neighborhoods_around
+from holoprot.zernike.pipeline import ProjectionSettings, default_workers
 
 FORMAT = "holoprot-training-pack"
 VERSION = 1
@@ -90,8 +90,8 @@ class _PackedFile:
 
 def _pack_file(path: str, settings: ProjectionSettings) -> _PackedFile | str:
     """One structure → its channel atoms and neighbourhood rows, or an error message."""
-    from holoprot.neighborhoods import centre_atoms
-    from holoprot.structure import read_structure
+    from holoprot.io.structure import read_structure
+    from holoprot.zernike.neighborhoods import centre_atoms
 
     try:
         s = read_structure(path, model=settings.model)
@@ -356,7 +356,7 @@ def load_pack(path: str | os.PathLike) -> Pack:
 def pairs_within_torch(
     xyz: torch.Tensor, centres: torch.Tensor, radius: float, max_elements: int = 1 << 24
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The neighbourhood rule of `holoprot.neighborhoods` in torch, on xyz's device.
+    """The neighbourhood rule of `holoprot.zernike.neighborhoods` in torch, on xyz's device.
 
     xyz: (N, 3) float64 Å; centres: (M,) int64 rows of xyz. Returns (segment, atom) int64 pairs,
     sorted by centre then atom: atoms with ``MIN_DISTANCE <= |x − c| <= radius`` (float64),

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from holoprot.atomic import atomic_path
-from holoprot.devices import resolve_device
-from holoprot.embedding import load_model
+from holoprot._util.atomic import atomic_path
+from holoprot._util.devices import resolve_device
+from holoprot.embedding.embedder import load_model
 from holoprot.errors import HoloprotError, InputError
-from holoprot.inputs import expand_inputs
+from holoprot.io.inputs import expand_inputs
 from holoprot.model import HVAE, HVAEConfig, coefficient_weights, load_model_file, save_model
-from holoprot.pipeline import ProjectionSettings
-from holoprot.so3 import irreps_ls
+from holoprot.model.so3 import irreps_ls
 from holoprot.training.averaging import check_decay
 from holoprot.training.dataset import (
     CoefficientDataset,
@@ -42,6 +41,7 @@ from holoprot.training.trainer import (
     input_norm_constant,
     plot_loss_curve,
 )
+from holoprot.zernike.pipeline import ProjectionSettings
 
 #: Keys of a --config JSON file besides HVAEConfig fields.
 _SETTINGS_KEYS = {f for f in TrainSettings.__dataclass_fields__}

@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from holoprot.atomic import atomic_path
+from holoprot._util.atomic import atomic_path
+from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import HoloprotError
-from holoprot.hashing import check_seal, seal, sha256_file
 from holoprot.model import HVAE, coefficient_weights, hvae_loss, save_model
 from holoprot.training.averaging import WeightAverage
 from holoprot.training.dataset import CoefficientDataset

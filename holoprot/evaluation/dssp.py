@@ -3,7 +3,7 @@
 DSSP is the Debian package ``dssp`` (``make dssp`` installs it; no PyPI package ships DSSP 4 with
 its 8 states). ``mkdssp`` assigns secondary structure from the backbone alone (N, CA, C, O; the
 amide H is placed by DSSP itself), so each structure is handed to it as a small PDB file of its
-backbone atoms, written from holoprot's own :class:`~holoprot.structure.Structure`: the residues
+backbone atoms, written from holoprot's own :class:`~holoprot.io.structure.Structure`: the residues
 DSSP labels are then exactly the residues holoprot read (same model, same alternate locations),
 whatever the input format. Chains get one-character names and residues sequential numbers in that
 file (so long chain ids, large numbers and duplicated keys are no problem) and are mapped back;
@@ -25,7 +25,7 @@ import gemmi
 import numpy as np
 
 from holoprot.errors import HoloprotError
-from holoprot.structure import Structure
+from holoprot.io.structure import Structure
 
 #: The classic 8 states (``-`` is "none"); DSSP 4's κ-helix ``P`` is counted as ``-``.
 EIGHT_STATES = ("H", "G", "I", "E", "B", "T", "S", "-")

@@ -10,7 +10,7 @@ These are the metrics of the model card (``weights/README.md``), computed by
 * invariance: relative change of the latent when the atoms are rotated (:func:`latent_invariance`);
 * probes (:func:`probe_table`): a logistic regression on train residues, scored on test residues,
   and the agreement of the 10 nearest train neighbours, for the centre residue's DSSP secondary
-  structure (3 and 8 states, :mod:`holoprot.dssp`) and its type (20 amino acids); each on the
+  structure (3 and 8 states, :mod:`.dssp`) and its type (20 amino acids); each on the
   latent and, for scale, on a randomly initialised model of the same architecture, on the
   input's l = 0 coefficients and for the majority class;
 * a small residue-type probe on public files shipped with the repository (:func:`slice_probe`),
@@ -36,14 +36,14 @@ import pyarrow as pa
 import torch
 from scipy.spatial.transform import Rotation
 
-from holoprot.dssp import dssp_states, dssp_version, eight_state, three_state
-from holoprot.embedding import Embedder, Embedding
+from holoprot.embedding.embedder import Embedder, Embedding
 from holoprot.errors import HoloprotError, InputError
+from holoprot.evaluation.dssp import dssp_states, dssp_version, eight_state, three_state
+from holoprot.evaluation.probes import knn_agreement, logistic_probe, majority_class
+from holoprot.io.structure import Structure, read_structure
 from holoprot.model import HVAE, HVAEConfig
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.probes import knn_agreement, logistic_probe, majority_class
-from holoprot.structure import Structure, read_structure
 from holoprot.training.dataset import load_dataset
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 #: The 20 standard amino acids: the classes of the residue-type probe.
 STANDARD_AMINO_ACIDS = (
@@ -55,7 +55,7 @@ STANDARD_AMINO_ACIDS = (
 #: (``hae-z128-bm5``); their test rows are the ``old_test_groups`` subset.
 OLD_SETS = ("bm5", "extra")
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 #: The public slice (paths relative to the repository root): the probe is trained on the residues
 #: of the test-data structures and scored on those of the examples, so train and test residues
@@ -177,7 +177,7 @@ def residue_type_probe(
 ) -> dict:
     """Logistic-regression probe: residue name from latent, over the 20 standard amino acids.
 
-    :func:`holoprot.probes.logistic_probe` on the rows whose label is a standard amino acid;
+    :func:`.probes.logistic_probe` on the rows whose label is a standard amino acid;
     then at most ``max_train`` train rows are kept (``np.random.default_rng(seed)`` subsample).
 
     Args:

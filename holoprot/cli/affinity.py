@@ -1,4 +1,4 @@
-"""`holoprot train-affinity` and `holoprot predict-affinity`, added to an app by `register`.
+"""`holoprot train-affinity` and `holoprot predict-affinity`.
 
 The forest, evaluation and report modules (scikit-learn, skops, matplotlib) are imported inside
 the commands, so other `holoprot` commands do not pay for them at start-up.
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from holoprot.atomic import atomic_path, new_file_mode
+from holoprot._util.atomic import atomic_path, new_file_mode
+from holoprot.cli._common import EXIT_SKIPPED, app, fail, overwrite_option
+from holoprot.cli._common import stderr as console
 from holoprot.errors import HoloprotError, InputError
-from holoprot.reporting import print_error
 
 if TYPE_CHECKING:  # imported by the functions that use them, to keep `holoprot --help` fast
     from rich.progress import Progress
@@ -32,9 +32,6 @@ if TYPE_CHECKING:  # imported by the functions that use them, to keep `holoprot 
     from holoprot.affinity import features as feats
     from holoprot.affinity import splits as sp
     from holoprot.affinity.dataset import ComplexFiles, Failure
-
-console = Console(stderr=True)
-EXIT_SKIPPED = 3  # as in holoprot.cli: finished, but some inputs were skipped (listed on stderr)
 
 
 class SplitChoice(str, Enum):
@@ -64,8 +61,8 @@ def _print_line(text: Text) -> None:
 
 
 def _is_sealed(path: Path) -> bool:
-    """Whether `path` is a JSON record sealed by holoprot (`holoprot.hashing.seal`)."""
-    from holoprot.hashing import check_seal
+    """Whether `path` is a JSON record sealed by holoprot (`holoprot._util.hashing.seal`)."""
+    from holoprot._util.hashing import check_seal
 
     try:
         check_seal(json.loads(path.read_text(encoding="utf-8")), path)
@@ -267,6 +264,7 @@ def _progress(total: int, label: str) -> tuple[Progress, Callable[[], None]]:
 # ------------------------------------------------------------------------------------ commands
 
 
+@app.command("train-affinity")
 def train_affinity(
     data: Annotated[
         Path | None,
@@ -334,7 +332,7 @@ def train_affinity(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of splits, resamples and forests.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda...")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    overwrite: overwrite_option("an existing --out folder", negatable=True) = False,
 ) -> None:
     """Train affinity models (−log10 Kd/Ki), one per feature set and regressor.
 
@@ -346,7 +344,7 @@ def train_affinity(
     from holoprot.affinity import features as feats
     from holoprot.affinity import splits as sp
     from holoprot.affinity.report import metrics_table, write_failures, write_json
-    from holoprot.validation import check_number, check_output_folder
+    from holoprot.cli._checks import check_number, check_output_folder
 
     try:
         check_number("--pocket-cutoff", pocket_cutoff, above=0)
@@ -465,8 +463,7 @@ def train_affinity(
             console.print(metrics_table({folder: shown}, f"{folder}: {summary[folder]['split']}"))
         console.print(f"wrote {out}")
     except HoloprotError as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
+        fail(str(exc))
 
 
 def _clusters(
@@ -586,6 +583,7 @@ def _complexes_from_args(
     return complexes, failures
 
 
+@app.command("predict-affinity")
 def predict_affinity(
     model_dir: Annotated[
         Path, typer.Argument(help="A train-affinity output folder (or one model in it).")
@@ -596,9 +594,7 @@ def predict_affinity(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="CSV file (default: stdout).")
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --output file.")
-    ] = False,
+    overwrite: overwrite_option("an existing --output file") = False,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default ~/.cache/holoprot/affinity).")
     ] = None,
@@ -617,7 +613,7 @@ def predict_affinity(
 
     from holoprot.affinity import features as feats
     from holoprot.affinity.models import feature_set_of, load_model, rebuildable_columns
-    from holoprot.validation import check_output_file
+    from holoprot.cli._checks import check_output_file
 
     try:
         if output is not None:
@@ -682,11 +678,4 @@ def predict_affinity(
         if failures:
             raise typer.Exit(EXIT_SKIPPED)
     except HoloprotError as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
-
-
-def register(app: typer.Typer) -> None:
-    """Add `train-affinity` and `predict-affinity` to `app`."""
-    app.command("train-affinity")(train_affinity)
-    app.command("predict-affinity")(predict_affinity)
+        fail(str(exc))

@@ -1,14 +1,11 @@
-"""Checks the commands run before the first input is parsed: option values, the output location,
-and the structure ids of the inputs. Each failure is one HoloprotError line naming the option or
-file and the problem; nothing has been written when it is raised.
+"""Checks the commands run before the first input is parsed: option values and the output
+location (the inputs' structure ids: `holoprot.io.inputs.check_unique_ids`). Each failure is one
+HoloprotError line naming the option or file and the problem; nothing has been written when it
+is raised.
 
 Output policy (``holoprot zernike`` / ``embed``): an existing output file, or the partial rows a
 killed run left in ``<output>.partial/``, are never replaced or deleted unless ``--overwrite``
 (start afresh) or ``--resume`` (keep them and add the missing inputs) says so.
-
-Row keys: ``structure_id`` is the file name without its structure extension (and ``.gz``), so
-two inputs such as ``a/1abc.cif.gz`` and ``b/1abc.pdb`` would give rows with the same key; such
-inputs are refused, naming both paths (rename one, or run them separately).
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from holoprot.errors import HoloprotError
-from holoprot.structure import structure_id
 
 
 def check_number(
@@ -77,8 +73,8 @@ def parse_channels(text: str) -> tuple[str, ...]:
 
 
 def partial_dir(output: Path) -> Path:
-    """Where a run writing `output` keeps its rows until it finishes (see holoprot.output)."""
-    from holoprot.output import STAGING_DIR, is_dataset_output
+    """Where a run writing `output` keeps its rows until it finishes (see holoprot.io.output)."""
+    from holoprot.io.output import STAGING_DIR, is_dataset_output
 
     if is_dataset_output(output):
         return output / STAGING_DIR
@@ -139,19 +135,6 @@ def check_output_folder(out: Path, *, overwrite: bool) -> None:
         above = above.parent
     if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
         raise HoloprotError(f"{out}: cannot write in {above}")
-
-
-def check_unique_ids(paths: Sequence[str | os.PathLike]) -> None:
-    """Refuse two inputs whose rows would share a `structure_id`, naming both paths."""
-    seen: dict[str, str] = {}
-    for path in paths:
-        key = structure_id(path)
-        first = seen.setdefault(key, str(path))
-        if first != str(path):
-            raise HoloprotError(
-                f"{first} and {path}: both give structure_id {key!r}; rename one or embed them"
-                " in separate runs"
-            )
 
 
 def check_resume_inputs(output: Path, stored: set[str], paths: Sequence[str]) -> None:

@@ -1,4 +1,4 @@
-"""`holoprot index` and `holoprot search`, added to an app by `register`."""
+"""`holoprot index` and `holoprot search`: build an index over embeddings, query it."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from holoprot.cli._common import app, fail, overwrite_option
+from holoprot.cli._common import stderr as console
 from holoprot.errors import HoloprotError
-from holoprot.reporting import print_error
-
-console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
-    print_error(message)
-    raise typer.Exit(1)
-
-
+@app.command("index")
 def index(
     embeddings: Annotated[
         list[Path], typer.Argument(help="Embedding Parquet files or folders (`holoprot embed`).")
@@ -28,9 +23,7 @@ def index(
     method: Annotated[
         str, typer.Option(help="auto (exact below 50,000 residues, else HNSW), exact or hnsw.")
     ] = "auto",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing index in OUTPUT.")
-    ] = False,
+    overwrite: overwrite_option("an existing index in OUTPUT") = False,
 ) -> None:
     """Build a nearest-neighbour index over the latents of embedding files."""
     from holoprot.search.index import Index
@@ -41,7 +34,7 @@ def index(
         built = Index.build(embeddings, method=method)  # type: ignore[arg-type]
         built.save(output)
     except HoloprotError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"indexed {len(built)} residues ({built.method}, cosine distance, weights"
         f" {built.weights_name}) in {output}",
@@ -52,6 +45,7 @@ def index(
     )
 
 
+@app.command("search")
 def search(
     queries: Annotated[
         list[str],
@@ -73,17 +67,15 @@ def search(
     exact: Annotated[
         bool, typer.Option("--exact", help="Brute-force search even on an HNSW index.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing OUTPUT file.")
-    ] = False,
+    overwrite: overwrite_option("an existing OUTPUT file") = False,
 ) -> None:
     """Find the indexed residues whose environments are nearest to each query residue's."""
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
+    from holoprot.cli._checks import check_output_file
     from holoprot.search.index import Index
     from holoprot.search.queries import query_table
-    from holoprot.validation import check_output_file
 
     try:
         if output is not None:
@@ -96,7 +88,7 @@ def search(
         )
         hits = idx.search(table, k, exact=exact)
     except HoloprotError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if output is None:
         _print_hits(hits)
         return
@@ -145,9 +137,3 @@ def _print_hits(hits) -> None:  # pyarrow.Table
             residue("", i),
         )
     out.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `index` and `search` commands to `app`."""
-    app.command("index")(index)
-    app.command("search")(search)

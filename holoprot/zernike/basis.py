@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from holoprot.devices import use_numba
+from holoprot._util.devices import use_numba
 
 if TYPE_CHECKING:
     import torch
 
-    from holoprot.neighborhoods import Neighborhoods
+    from holoprot.zernike.neighborhoods import Neighborhoods
 
 
 DEFAULT_CHANNELS: tuple[str, ...] = ("C", "N", "O", "S")
@@ -109,7 +109,7 @@ def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
 
 #: `solve_monomials_to_sh(SH_TABLE_LMAX)` as solved once and shipped, so that building a basis
 #: needs neither torch nor e3nn (tests/test_zernike.py checks it against a fresh solve).
-SH_TABLE = Path(__file__).with_name("data") / "sh_monomials.npz"
+SH_TABLE = Path(__file__).parents[1] / "data" / "sh_monomials.npz"
 SH_TABLE_LMAX = 11
 
 
@@ -135,7 +135,7 @@ def solve_monomials_to_sh(lmax: int) -> list[np.ndarray]:
     """
     import torch
 
-    from holoprot._e3nn import o3
+    from holoprot._util.e3nn import o3
 
     points = torch.as_tensor(np.random.default_rng(0).normal(size=(256, 3)))
     mono = _monomials(points, lmax).numpy()
@@ -374,7 +374,7 @@ class ZernikeBasis:
             segment: (A,) int in [0, n_segments), the neighbourhood of each atom.
             n_segments: number of neighbourhoods S (segments without atoms give zeros).
             dtype: torch.float32 (None, the default) or torch.float64 for the basis and the sums.
-            backend: 'numba' (fused CPU kernel, `holoprot._zernike_cpu`, float64 throughout),
+            backend: 'numba' (fused CPU kernel, `holoprot.zernike._kernel_cpu`, float64 throughout),
                 'torch' (batched tensor code, any device) or 'auto' (numba on CPU, else torch).
 
         Returns:
@@ -385,7 +385,7 @@ class ZernikeBasis:
         the (l+1)(l+2)/2 monomials of degree l, a channel's sum is Σ_a w_a Q(a)ᵀ M_l(a) · C_l.
         The torch backend does one batched matrix product per l over the atoms of each (segment,
         channel) group (padded); the numba backend accumulates the same moments per segment in
-        one fused loop (see `holoprot._zernike_cpu`). Both apply the small change of basis C_l
+        one fused loop (see `_kernel_cpu`). Both apply the small change of basis C_l
         once per group instead of once per atom.
         """
         import torch
@@ -423,7 +423,7 @@ class ZernikeBasis:
         fewer than 64 neighbourhoods, where a parallel launch costs more than it saves)."""
         import torch
 
-        from holoprot.devices import set_numba_threads
+        from holoprot._util.devices import set_numba_threads
 
         keep = (channel >= 0).cpu().numpy()
         seg = segment.cpu().numpy()[keep]
@@ -437,8 +437,8 @@ class ZernikeBasis:
     ) -> np.ndarray:
         """:meth:`project` on NumPy arrays with the numba kernel (no torch): coords (A, 3) Å,
         channel (A,) in [0, n_channels), segment (A,) → (n_segments, dim) float64. Runs on the
-        numba threads the caller set (`holoprot.devices.set_numba_threads`)."""
-        from holoprot._zernike_cpu import project_segments
+        numba threads the caller set (`holoprot._util.devices.set_numba_threads`)."""
+        from holoprot.zernike._kernel_cpu import project_segments
 
         order = np.argsort(segment, kind="stable") if np.any(np.diff(segment) < 0) else slice(None)
         xyz = np.ascontiguousarray(coords[order], dtype=np.float64)

@@ -4,7 +4,7 @@ One streamed Ray Data dataset:
 
 1. the input list (local paths, or URIs of any filesystem pyarrow understands, e.g. ``s3://``)
    becomes a dataset of paths;
-2. CPU tasks parse and project `files_per_task` files each (`holoprot.pipeline.project_file`);
+2. CPU tasks parse and project `files_per_task` files each (`zernike.pipeline.project_file`);
    an input that fails becomes one row carrying its one-line reason;
 3. an actor pool runs the encoder, one model per actor, on a GPU when `gpus_per_worker` > 0;
 4. a datasink writes each write task's rows to one Parquet part file
@@ -34,9 +34,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
-from holoprot.pipeline import ProjectionSettings, project_file
-from holoprot.structure import max_structure_bytes, size_limit_message
-from holoprot.tables import IDENTITY_SCHEMA, repeated_string, vector_array, vector_field
+from holoprot.io.structure import max_structure_bytes, size_limit_message
+from holoprot.io.tables import IDENTITY_SCHEMA, repeated_string, vector_array, vector_field
+from holoprot.zernike.pipeline import ProjectionSettings, project_file
 
 ERROR_COLUMN = "error"
 PART_PREFIX = "part-"
@@ -66,14 +66,14 @@ def is_uri(text: str) -> bool:
 
 
 def expand_sources(items: Sequence[str | os.PathLike]) -> list[str]:
-    """Input items → structure files: local items as `holoprot.inputs.expand_inputs` (files,
+    """Input items → structure files: local items as `holoprot.io.inputs.expand_inputs` (files,
     folders, globs, @lists); a URI is a file, or a folder searched recursively for structure files.
 
     Raises:
         InputError: an item that names nothing.
     """
     from holoprot.errors import InputError
-    from holoprot.inputs import expand_inputs, is_structure_file
+    from holoprot.io.inputs import expand_inputs, is_structure_file
 
     sources: list[str] = []
     for item in map(str, items):
@@ -186,7 +186,7 @@ class Encoder:
     ) -> None:
         import torch
 
-        from holoprot.embedding import Embedder
+        from holoprot.embedding.embedder import Embedder
 
         torch.set_num_threads(threads)
         self.embedder = Embedder(weights, device, batch_size)
@@ -367,7 +367,7 @@ def embed_dataset(
     Returns:
         a `DatasetResult`; failed inputs are listed there and never stop the run.
     """
-    from holoprot.embedding import Embedder
+    from holoprot.embedding.embedder import Embedder
 
     if min(batch_size, files_per_task, rows_per_part, workers or 1) < 1:
         raise HoloprotError("batch size, files per task, rows per part and workers must be > 0")

@@ -67,7 +67,7 @@ def wigner_d_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     """
     if R.shape != (3, 3):
         raise ValueError(f"R must have shape (3, 3), got {tuple(R.shape)}")
-    from holoprot._e3nn import o3
+    from holoprot._util.e3nn import o3
 
     R64 = R.detach().to(torch.float64)
     with _default_dtype(torch.float64):

@@ -1,4 +1,4 @@
-"""Per-residue tables: identity columns, vector columns, file metadata (see `holoprot.output`
+"""Per-residue tables: identity columns, vector columns, file metadata (see `holoprot.io.output`
 for writing them to disk)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from holoprot import __version__
 
 if TYPE_CHECKING:
-    from holoprot.neighborhoods import Neighborhoods
-    from holoprot.structure import Structure
+    from holoprot.io.structure import Structure
+    from holoprot.zernike.neighborhoods import Neighborhoods
 
 IDENTITY_SCHEMA = pa.schema(
     [
@@ -137,7 +137,7 @@ def file_metadata(extra: dict[str, object]) -> dict[bytes, bytes]:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, object]:
     """The holoprot key-value metadata of a Parquet file or dataset folder, JSON-decoded."""
-    from holoprot.output import dataset_files
+    from holoprot.io.output import dataset_files
 
     path = Path(path)
     files = dataset_files(path) if path.is_dir() else [path]

@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from holoprot.errors import InputError
+from holoprot.errors import HoloprotError, InputError
 
 __all__ = ["STRUCTURE_SUFFIXES", "expand_inputs", "is_structure_file"]
 
@@ -100,3 +100,20 @@ def _expand_list(item: str, recursive: bool) -> list[Path]:
             raise InputError(item, f"entry {lineno} '{entry}': nested list files are not supported")
         paths.extend(_expand_item(entry, base, f"{item} line {lineno} '{entry}'", recursive))
     return paths
+
+
+def check_unique_ids(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse two inputs whose rows would share a `structure_id` (the file name without its
+    structure extension and ``.gz``: ``a/1abc.cif.gz`` and ``b/1abc.pdb`` would), naming both
+    paths."""
+    from holoprot.io.structure import structure_id
+
+    seen: dict[str, str] = {}
+    for path in paths:
+        key = structure_id(path)
+        first = seen.setdefault(key, str(path))
+        if first != str(path):
+            raise HoloprotError(
+                f"{first} and {path}: both give structure_id {key!r}; rename one or embed them"
+                " in separate runs"
+            )

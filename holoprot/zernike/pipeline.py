@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from holoprot.devices import set_numba_threads
+from holoprot._util.devices import set_numba_threads
 from holoprot.errors import HoloprotError, InputError
-from holoprot.neighborhoods import extract_neighborhoods
-from holoprot.structure import read_structure
-from holoprot.tables import IDENTITY_SCHEMA, identity_columns
-from holoprot.zernike import ZernikeBasis
+from holoprot.io.structure import read_structure
+from holoprot.io.tables import IDENTITY_SCHEMA, identity_columns
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 
 @dataclass(frozen=True)

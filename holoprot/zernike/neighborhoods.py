@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from holoprot.structure import Structure
+from holoprot.io.structure import Structure
 
 __all__ = [
     "MIN_DISTANCE",

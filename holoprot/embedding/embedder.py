@@ -20,20 +20,20 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from holoprot.devices import resolve_device
+from holoprot._util.devices import resolve_device
 from holoprot.errors import HoloprotError
+from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
 from holoprot.model import HVAE, load_model_file
-from holoprot.neighborhoods import Neighborhoods
-from holoprot.pipeline import (
+from holoprot.model.weights import model_files, resolve_weights
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.neighborhoods import Neighborhoods
+from holoprot.zernike.pipeline import (
     FailedInput,
     ProjectedFile,
     ProjectionSettings,
     available_cpus,
     iter_projected,
 )
-from holoprot.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
-from holoprot.weights import model_files, resolve_weights
-from holoprot.zernike import ZernikeBasis
 
 #: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
 #: the z=128 model, with margin); used by batch_size="auto" on CUDA.
@@ -251,8 +251,7 @@ def embed_table(
     and, with ``frames``, ``frame`` (9 floats, rows x̂, ŷ, ẑ). Raises HoloprotError on the first
     bad input unless ``skip_errors``, and before any work if two inputs share a structure id.
     """
-    from holoprot.inputs import expand_inputs
-    from holoprot.validation import check_unique_ids
+    from holoprot.io.inputs import check_unique_ids, expand_inputs
 
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = expand_inputs([str(p) for p in items])

@@ -45,7 +45,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from holoprot.atomic import temporary_file, write_json_atomic
+from holoprot._util.atomic import temporary_file, write_json_atomic
 from holoprot.errors import HoloprotError
 
 #: Codec, encoding and row-group size, chosen by measurement on Zernike coefficients
@@ -234,7 +234,7 @@ class ResidueTableWriter:
     Args:
         path: the output: a ``.parquet`` file, or a folder (`is_dataset_output`).
         schema: columns of every table written; `metadata` is attached to it.
-        metadata: file-level metadata (`holoprot.tables.file_metadata`).
+        metadata: file-level metadata (`holoprot.io.tables.file_metadata`).
         resume: keep the rows of inputs already written (complete parts of a killed run, an
             existing output) and list them in `done`; otherwise start afresh (an existing output
             is replaced at `commit`).

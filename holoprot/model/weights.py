@@ -20,7 +20,7 @@ from holoprot.errors import HoloprotError
 DEFAULT_WEIGHTS = "hae-z128-bm5"
 
 #: Where the shipped weights live: package data, installed with holoprot.
-PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights_data"
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights_data"
 
 
 def model_files(path: str | Path) -> tuple[Path, Path]:

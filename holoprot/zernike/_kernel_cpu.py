@@ -1,13 +1,13 @@
 """Fused CPU kernel of the Zernike projection (numba), used by `ZernikeBasis.project` on CPU.
 
-Same mathematics as the batched PyTorch path in `holoprot.zernike` (see its docstrings): per atom
+Same mathematics as the batched PyTorch path in `zernike.basis` (see its docstrings): per atom
 Q_nl(ρ²) = R_nl(ρ)/ρ^l from the even-power coefficients, the 'square' weight 1/‖Z‖², the
 monomials M_l(u) of u = ρ·x̂; per (segment, channel) the moments Σ_a w_a Q_nl(a) M_l(a), then the
 change of basis C_l to e3nn's real spherical harmonics, Y_l(u) = M_l(u)·C_l. Everything is float64
 (the torch path evaluates only the radial part in float64), one segment per parallel iteration
 (its atoms' values live in small per-segment arrays; nothing is padded). The moments are summed
 four atoms at a time, which quarters the loads and stores of the accumulators, the bottleneck of
-one rank-1 update per atom. Compiled on first use and cached by numba (`holoprot.jit.cached_njit`).
+one rank-1 update per atom. Compiled on first use and cached by numba (`_util.jit.cached_njit`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from holoprot.jit import cached_njit
+from holoprot._util.jit import cached_njit
 
 
 @cached_njit(parallel=True, fastmath=False)
