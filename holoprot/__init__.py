@@ -9,6 +9,12 @@ The notebook API (imported lazily, so `import holoprot` stays fast):
 * `holoprot.Embedder`, `holoprot.read_structure`, `holoprot.extract_neighborhoods`,
   `holoprot.ZernikeBasis`
 * `holoprot.Index` → nearest-neighbour search over residue latents (build/search/save/load)
+* `holoprot.HoloprotError` (every refused input, option or file; `InputError` names the file)
+* `holoprot.tune_malloc()` → let glibc keep freed memory for the next batch (what the command does)
+
+The package reads as the pipeline: `io` (files → atoms; tables out) → `zernike` (→ coefficients)
+→ `model` → `embedding` (→ latents), then `training`, `search`, `affinity`, `evaluation`, and
+`cli` over all of them; `_util` is plumbing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ _LAZY = {
     "extract_neighborhoods": "holoprot.zernike.neighborhoods",
     "ZernikeBasis": "holoprot.zernike.basis",
     "Index": "holoprot.search",
+    "HoloprotError": "holoprot.errors",
+    "InputError": "holoprot.errors",
+    "tune_malloc": "holoprot._util.allocator",
 }
 
 __all__ = ["__version__", *_LAZY]

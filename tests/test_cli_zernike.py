@@ -35,6 +35,9 @@ def test_rows_columns_and_metadata(tmp_path: Path) -> None:
     out = tmp_path / "z.parquet"
     result = run("zernike", DATA / "1gbt.cif", DATA / "1a8o.pdb", "-o", out, "--workers", "0")
     assert result.exit_code == 0, result.output
+    assert "zernike: 2 files, " in result.stderr
+    one = run("zernike", DATA / "1a8o.pdb", "-o", tmp_path / "one.parquet", "--workers", "0")
+    assert one.exit_code == 0 and "zernike: 1 file, " in one.stderr, one.output
     table = pq.read_table(out)
     assert table.schema.field("coefficients").type.list_size == 1708
     assert str(table.schema.field("coefficients").type.value_type) == "float"

@@ -1,4 +1,4 @@
-"""holoprot.evaluation.evaluate: cosines, reconstruction, invariance, probes, labels and subsets.
+"""holoprot.evaluation: cosines, reconstruction, invariance, probes, labels and subsets.
 
 The model-dependent checks use a small randomly initialised model (as test_embed.py does); the
 shipped weights and their recorded metrics are tested in test_weights.py.
@@ -19,8 +19,7 @@ from scipy.spatial.transform import Rotation
 
 from holoprot.embedding.embedder import Embedder, Embedding
 from holoprot.errors import HoloprotError
-from holoprot.evaluation.dssp import three_state
-from holoprot.evaluation.evaluate import (
+from holoprot.evaluation import (
     SLICE_TEST,
     SLICE_TRAIN,
     STANDARD_AMINO_ACIDS,
@@ -41,6 +40,7 @@ from holoprot.evaluation.evaluate import (
     secondary_structure_labels,
     subset_masks,
     summarise_reconstruction,
+    three_state,
 )
 from holoprot.io.structure import read_structure, structure_id
 from holoprot.zernike.basis import ZernikeBasis

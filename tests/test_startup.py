@@ -17,7 +17,7 @@ import pytest
 from holoprot.embedding import embedder as embedding
 from holoprot.embedding.embedder import encoder_threads, encoder_workers
 from holoprot.zernike import pipeline
-from holoprot.zernike.basis import SH_TABLE_LMAX, _monomials_to_sh, solve_monomials_to_sh
+from holoprot.zernike.monomials import SH_TABLE_LMAX, monomials_to_sh, solve_monomials_to_sh
 from holoprot.zernike.pipeline import ProjectionSettings, default_workers, project_file
 
 ROOT = Path(__file__).parents[1]
@@ -132,7 +132,7 @@ def test_shipped_spherical_harmonic_table_equals_a_fresh_solve() -> None:
     differently from 0.5, which made the table) and of LAPACK leaves ≤ 2e-13 of each degree's
     largest entry; 1e-12 of it bounds that, while a wrong entry is off by a sizeable fraction."""
     for shipped, solved in zip(
-        _monomials_to_sh(SH_TABLE_LMAX), solve_monomials_to_sh(SH_TABLE_LMAX), strict=True
+        monomials_to_sh(SH_TABLE_LMAX), solve_monomials_to_sh(SH_TABLE_LMAX), strict=True
     ):
         scale = max(1.0, float(np.abs(solved).max()))
         np.testing.assert_allclose(shipped, solved, rtol=0, atol=1e-12 * scale)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from holoprot._util.hashing import seal
 from holoprot.cli import app
 from holoprot.errors import InputError
-from holoprot.evaluation.evaluate import read_split
+from holoprot.evaluation import read_split
 from holoprot.model import HVAE, HVAEConfig, hvae_loss, load_model_file
 from holoprot.model.so3 import irreps_ls
 from holoprot.training import dataset as dataset_module
@@ -383,6 +383,14 @@ def test_too_few_structures_and_bad_config(tmp_path: Path, small_config: Path) -
     (tmp_path / "empty").mkdir()
     result = run("train", tmp_path / "empty", "--out", tmp_path / "d")
     assert result.exit_code == 1 and "empty" in result.output
+    twin = tmp_path / "other" / Path(FILES[0]).name  # same stem: one structure_id, one group
+    twin.parent.mkdir()
+    twin.write_bytes(Path(FILES[0]).read_bytes())
+    result = run("train", *FILES, twin, "--out", tmp_path / "e", "--workers", "0")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert str(FILES[0]) in lines[0] and str(twin) in lines[0] and "structure_id" in lines[0]
+    assert not (tmp_path / "e").exists()
 
 
 def test_init_continues_from_trained_weights(tmp_path: Path, small_config: Path) -> None:
@@ -503,3 +511,14 @@ def test_short_run_arms_set_the_schedule_and_the_degree_weights() -> None:
     for bad in ("cosine:3e-4", "linear:1e-3", "constant:x", "constant:1e-3/1,a", "constant:1@x"):
         with pytest.raises(SystemExit, match="expected constant:LR"):
             module.parse_arm(bad)
+
+
+@pytest.mark.parametrize(("name", "parameters"), [("hae-z128", 2_622_591), ("hae-z256", 4_498_703)])
+def test_config_presets_are_the_reference_architectures(name: str, parameters: int) -> None:
+    """`--config hae-z256` names the reference's z = 256 H-AE (SPEC §4.4, 'efficient' rule:
+    4,498,703 parameters) and hae-z128 the default (2,622,591), built here on the meta device."""
+    from holoprot.training.run import read_config_file
+
+    model_fields, settings = read_config_file(name)
+    model = HVAE(HVAEConfig(**model_fields), device="meta")
+    assert settings == {} and sum(p.numel() for p in model.parameters()) == parameters

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from holoprot.embedding.embedder import Embedder, load_model
-from holoprot.evaluation.evaluate import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
+from holoprot.evaluation import SLICE_TEST, SLICE_TRAIN, STANDARD_AMINO_ACIDS, slice_probe
 from holoprot.model import HVAEConfig
 from holoprot.model.weights import (
     DEFAULT_WEIGHTS,

@@ -19,7 +19,8 @@ import pytest
 import torch
 from e3nn import o3
 
-from holoprot.zernike.basis import ZernikeBasis, radial_polynomial_coefficients
+from holoprot.zernike.basis import ZernikeBasis
+from holoprot.zernike.radial import radial_polynomial_coefficients
 
 REF = Path(__file__).parent / "data" / "reference" / "zernike"
 

@@ -8,7 +8,7 @@ several chains (antibody heavy + light chains, complexes, a ligand's chain). For
 drawn with the seed, every residue's neighbourhood is projected twice: with every atom of the file
 (what training and evaluate.py use) and with the atoms of the residue's own chain only (the
 paper's protocol). Prints the weighted cosine loss (1 − the √(2l+1)-weighted cosine,
-evaluation.evaluate.cosines) of both, for every residue and for the residues with an atom of
+evaluation.reconstruction.cosines) of both, for every residue and for the residues with an atom of
 another chain within the radius ("contact"; for the others both neighbourhoods are the same
 atoms), overall and per set of the groups file.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from holoprot.embedding.embedder import load_model
-from holoprot.evaluation.evaluate import read_group_sets, reconstruction_rows
+from holoprot.evaluation import read_group_sets, reconstruction_rows
 from holoprot.io.structure import Structure, read_structure
 from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import centre_atoms, neighborhoods_around

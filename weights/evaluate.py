@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from holoprot._util.hashing import check_seal, seal, sha256_file
-from holoprot.evaluation.evaluate import evaluate_weights, read_split
+from holoprot.evaluation import evaluate_weights, read_split
 from holoprot.model.weights import model_files, resolve_weights
 from holoprot.training.trainer import plot_loss_curve
 

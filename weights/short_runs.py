@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from holoprot.evaluation.evaluate import read_split
+from holoprot.evaluation import read_split
 from holoprot.model import HVAE, load_model_file, save_model
 from holoprot.model.weights import resolve_weights
 from holoprot.training.dataset import load_dataset

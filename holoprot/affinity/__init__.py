@@ -1,8 +1,8 @@
 """Protein–ligand binding affinity from H-(V)AE pocket embeddings, their l = 0 Zernike
 coefficients or RF-Score counts (alone or concatenated), with random-forest ensembles or ridge
-regression; the `train-affinity` / `predict-affinity` commands live in `commands`, the
-CASF-core and sequence-identity (`clusters`) splits in `splits` and `clusters`, and what a
-file's preparation may not change in `preparation`.
+regression; the CASF-core and sequence-identity (`clusters`) splits in `splits` and `clusters`,
+and what a file's preparation may not change in `preparation` (commands: `holoprot.cli.affinity`).
 
-Nothing here imports torch at import time: the `hae` and `zernike-l0` features load it lazily.
+Imports `holoprot.embedding`, `holoprot.zernike`, `holoprot.io` and `holoprot._util`; nothing
+here imports torch at import time: the `hae` and `zernike-l0` features load it lazily.
 """

@@ -74,7 +74,7 @@ def stream_to_parquet(
     rows = writer.commit(order)
     seconds = time.perf_counter() - start
     stderr.print(
-        f"{what}: {files} files, {residues:,} residues in {seconds:.1f} s"
+        f"{what}: {files} file{'' if files == 1 else 's'}, {residues:,} residues in {seconds:.1f} s"
         f" ({residues / max(seconds, 1e-9):,.0f} residues/s); {writer.path} holds {rows:,} rows,"
         f" {_size(writer.path) / 1e6:,.1f} MB",
         highlight=False,

@@ -33,7 +33,11 @@ def train(
     structures: InputsArg,
     out: Annotated[Path, typer.Option("--out", help="Run folder (created).")],
     config: Annotated[
-        Path | None, typer.Option(help="JSON with model (and training) settings.")
+        Path | None,
+        typer.Option(
+            help="JSON with model (and training) settings, or a preset architecture: hae-z128"
+            " (the default), hae-z256."
+        ),
     ] = None,
     vae: Annotated[bool, typer.Option("--vae", help="Variational model (KL warm-up).")] = False,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 10).")] = None,

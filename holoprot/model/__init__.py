@@ -1,4 +1,8 @@
-"""The Holographic-(V)AE model: layers, path rules, serialization and reference-weight loading."""
+"""The Holographic-(V)AE model: SO(3) irreps and Wigner-D helpers (`so3`), Clebsch–Gordan path
+rules, equivariant layers, the H-(V)AE, safetensors I/O, named weights and reference loading.
+
+Imports `holoprot._util` and `holoprot.errors` only: the model knows nothing of files.
+"""
 
 from __future__ import annotations
 

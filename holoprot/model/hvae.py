@@ -27,6 +27,7 @@ from holoprot.model.layers import CGBlock, Feature, SO3Linear
 from holoprot.model.so3 import irreps_ls, parse_irreps
 
 __all__ = [
+    "CONFIG_PRESETS",
     "HVAE",
     "HVAEConfig",
     "HVAEOutput",
@@ -34,6 +35,15 @@ __all__ = [
     "gram_schmidt_frame",
     "hvae_loss",
 ]
+
+
+#: Named architectures (`holoprot train --config NAME`): HVAEConfig fields that differ from the
+#: defaults. The reference's H-AEs at L = 6 (SPEC §4.4), both with the 'efficient' path rule:
+#: z = 128 (2,622,591 parameters) and z = 256 (channels 64, 64, 64, 128, 256, 256; 4,498,703).
+CONFIG_PRESETS: dict[str, dict[str, object]] = {
+    "hae-z128": {},
+    "hae-z256": {"latent_dim": 256, "ch_sizes": (64, 64, 64, 128, 256, 256)},
+}
 
 
 @dataclass(frozen=True)

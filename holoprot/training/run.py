@@ -23,8 +23,9 @@ from holoprot._util.atomic import atomic_path
 from holoprot._util.devices import resolve_device
 from holoprot.embedding.embedder import load_model
 from holoprot.errors import HoloprotError, InputError
-from holoprot.io.inputs import expand_inputs
+from holoprot.io.inputs import check_unique_ids, expand_inputs
 from holoprot.model import HVAE, HVAEConfig, coefficient_weights, load_model_file, save_model
+from holoprot.model.hvae import CONFIG_PRESETS
 from holoprot.model.so3 import irreps_ls
 from holoprot.training.averaging import check_decay
 from holoprot.training.dataset import (
@@ -48,9 +49,13 @@ _SETTINGS_KEYS = {f for f in TrainSettings.__dataclass_fields__}
 
 
 def read_config_file(path: str | os.PathLike | None) -> tuple[dict, dict]:
-    """A JSON file with HVAEConfig fields and/or TrainSettings fields → (model, settings) dicts."""
+    """A JSON file with HVAEConfig fields and/or TrainSettings fields → (model, settings) dicts;
+    or the name of a preset architecture (`CONFIG_PRESETS`, e.g. ``hae-z256``) where no such
+    file exists."""
     if path is None:
         return {}, {}
+    if str(path) in CONFIG_PRESETS and not Path(path).exists():
+        return dict(CONFIG_PRESETS[str(path)]), {}
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -135,6 +140,8 @@ def train(
         raise HoloprotError(
             "--init takes the architecture from the weights: no --resume/--config/--vae"
         )
+    paths = [str(p) for p in expand_inputs(structures)]
+    check_unique_ids(paths)  # two files of one structure_id would merge into one group
     run.mkdir(parents=True, exist_ok=True)
     model_fields, setting_fields = read_config_file(config_file)
     setting_fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -165,7 +172,6 @@ def train(
             raise HoloprotError(f"--degree-weights: {exc}") from None
     torch_device = resolve_device(device)
 
-    paths = [str(p) for p in expand_inputs(structures)]
     if on_files_known is not None:
         on_files_known(len(paths))
     data, failures = build_dataset(

@@ -5,17 +5,10 @@ x̂ = x / r, the basis functions are
 
     Z_nlm(x) = R_nl(ρ) · Y_lm(x̂),      0 ≤ l ≤ lmax,  l ≤ n ≤ nmax,  n − l even,
 
-    R_nl(ρ) = (−1)^k √(2n+3) binom(k+l, k) ρ^l ₂F₁(−k, (n+l+3)/2; l+3/2; ρ²),  k = (n − l)/2,
-
-and Y_lm are e3nn's real spherical harmonics with 'component' normalisation (Σ_m Y_lm² = 2l + 1,
-component order of l = 1 is (x, y, z), polar axis y).
-
-Reference compatibility (Holographic-(V)AE, `shared/reference/SPEC.md` §3): the radial constant
-is binom(k + l, k), the reference's floor-division binomial, rather than the orthonormal
-binom(k + l + ½, k). The basis is therefore orthogonal but not normalised on ∫₀¹ R R' ρ² dρ. We
-keep it on purpose: pretrained weights and the input-normalising constant are tied to it. The
-radial part is evaluated in float64 (the degree-20 polynomials cancel badly in float32), like
-the reference, and only then cast to the output dtype.
+with R_nl the radial polynomials of `holoprot.zernike.radial` (the reference's floor-division
+binomial constant, evaluated in float64 and only then cast to the output dtype) and Y_lm e3nn's
+real spherical harmonics with 'component' normalisation (Σ_m Y_lm² = 2l + 1, component order of
+l = 1 is (x, y, z), polar axis y), evaluated through monomials (`holoprot.zernike.monomials`).
 
 With 'square' normalisation each atom contributes Z(x) / ‖Z(x)‖², ‖Z‖² summed over all
 single-channel basis functions (427 at lmax 6, nmax 20); with None atoms are summed as they are.
@@ -23,10 +16,8 @@ Atoms are grouped into element channels (C, N, O, S by default) by their full el
 unlike the reference, which truncates elements to one character (Fe → F, Se → S, Ca²⁺ → C), a
 selenium or calcium atom never enters the S or C channel (SPEC pitfall 3).
 
-Flat layout of the output, as the reference's: l-major → channel → n ascending → m, i.e.
-index(l, c, n, m) = O_l + (c · K_l + (n − l)/2) · (2l + 1) + (m + l), with K_l the number of n for l
-and O_l the offset of degree l (1708 floats at the defaults). As e3nn irreps:
-44x0e+40x1e+40x2e+36x3e+36x4e+32x5e+32x6e.
+The flat layout of the output (l-major → channel → n → m, the reference's; 1708 floats at the
+defaults) is `holoprot.zernike.layout.ZernikeLayout`.
 
 Rotation: projecting R·x gives D(R)·f, with D = e3nn `wigner_D(l, *matrix_to_angles(R))` per degree.
 """
@@ -35,120 +26,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from math import comb, sqrt
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from holoprot._util.devices import use_numba
+from holoprot.zernike.layout import ZernikeLayout
+from holoprot.zernike.monomials import monomial_exponents, monomials, monomials_to_sh
+from holoprot.zernike.radial import radial_tables
 
 if TYPE_CHECKING:
     import torch
 
     from holoprot.zernike.neighborhoods import Neighborhoods
 
-
 DEFAULT_CHANNELS: tuple[str, ...] = ("C", "N", "O", "S")
 
 #: Padded atom rows projected per chunk: bounds memory at about 1.2 kB per row (float32).
 _CHUNK_ATOMS = 32768
-
-
-def _pochhammer(a: float, j: int) -> float:
-    out = 1.0
-    for i in range(j):
-        out *= a + i
-    return out
-
-
-def radial_polynomial_coefficients(n: int, l: int) -> np.ndarray:
-    """Coefficients c_p of R_nl(ρ) = Σ_p c_p ρ^p, p = 0 … n; float64, shape (n + 1,).
-
-    ₂F₁(−k, b; c; ρ²) terminates after k + 1 terms: Σ_j (−k)_j (b)_j / ((c)_j j!) ρ^{2j}.
-    """
-    if n < l or (n - l) % 2:
-        raise ValueError(f"no Zernike radial function for n={n}, l={l}")
-    k = (n - l) // 2
-    b, c = (n + l + 3) / 2, l + 1.5
-    front = (-1) ** k * sqrt(2 * n + 3) * comb(k + l, k)
-    coeffs = np.zeros(n + 1)
-    for j in range(k + 1):
-        term = _pochhammer(-k, j) * _pochhammer(b, j) / (_pochhammer(c, j) * _pochhammer(1.0, j))
-        coeffs[l + 2 * j] = front * term
-    return coeffs
-
-
-def _monomial_exponents(lmax: int) -> np.ndarray:
-    """Exponents (a, b, c) of the monomials x^a y^b z^c of degree 0…lmax, in the order
-    `_monomials` builds them: degree d = x·(degree d−1), y·(its x-free tail), z^d."""
-    degrees = [[(0, 0, 0)]]
-    for d in range(1, lmax + 1):
-        prev = degrees[-1]
-        x_part = [(a + 1, b, c) for a, b, c in prev]
-        y_part = [(a, b + 1, c) for a, b, c in prev[-d:]]
-        degrees.append(x_part + y_part + [(0, 0, d)])
-    return np.array([e for deg in degrees for e in deg])
-
-
-def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
-    """All monomials of degree ≤ lmax of the rows of u: (A, 3) → (A, n_monomials), in the
-    order of `_monomial_exponents`."""
-    import torch
-
-    x, y, z = u[:, 0:1], u[:, 1:2], u[:, 2:3]
-    degrees = [torch.ones_like(x)]
-    zd = torch.ones_like(z)
-    for d in range(1, lmax + 1):
-        prev = degrees[-1]
-        zd = zd * z
-        degrees.append(torch.cat([x * prev, y * prev[:, -d:], zd], dim=1))
-    return torch.cat(degrees, dim=1)
-
-
-#: `solve_monomials_to_sh(SH_TABLE_LMAX)` as solved once and shipped, so that building a basis
-#: needs neither torch nor e3nn (tests/test_zernike.py checks it against a fresh solve).
-SH_TABLE = Path(__file__).parents[1] / "data" / "sh_monomials.npz"
-SH_TABLE_LMAX = 11
-
-
-@cache
-def _shipped_monomials_to_sh() -> tuple[np.ndarray, ...]:
-    with np.load(SH_TABLE, allow_pickle=False) as table:
-        return tuple(table[f"l{l}"] for l in range(SH_TABLE_LMAX + 1))
-
-
-def _monomials_to_sh(lmax: int) -> list[np.ndarray]:
-    """`solve_monomials_to_sh(lmax)`, from the shipped table up to degree SH_TABLE_LMAX."""
-    if lmax <= SH_TABLE_LMAX:
-        return list(_shipped_monomials_to_sh()[: lmax + 1])
-    return solve_monomials_to_sh(lmax)
-
-
-def solve_monomials_to_sh(lmax: int) -> list[np.ndarray]:
-    """Per l the matrix C_l ((l+1)(l+2)/2, 2l+1), float64, with e3nn's Y_l(u) = M_l(u) · C_l for
-    every u ∈ ℝ³, M_l the degree-l monomials.
-
-    C_l is solved by least squares on random points; it is exact to rounding because e3nn's Y_l
-    are homogeneous polynomials of degree l (checked here to 1e-10).
-    """
-    import torch
-
-    from holoprot._util.e3nn import o3
-
-    points = torch.as_tensor(np.random.default_rng(0).normal(size=(256, 3)))
-    mono = _monomials(points, lmax).numpy()
-    mats, start = [], 0
-    for l in range(lmax + 1):
-        n = (l + 1) * (l + 2) // 2
-        y = o3.spherical_harmonics(l, points, normalize=False, normalization="component").numpy()
-        c, *_ = np.linalg.lstsq(mono[:, start : start + n], y, rcond=None)
-        if np.abs(mono[:, start : start + n] @ c - y).max() > 1e-10 * max(1.0, np.abs(y).max()):
-            raise RuntimeError(f"spherical harmonics of degree {l} are not homogeneous polynomials")
-        mats.append(c)
-        start += n
-    return mats
 
 
 def _powers(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -193,6 +88,7 @@ class ZernikeBasis:
     rcut: float = 10.0
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     normalization: str | None = "square"
+    _layout: ZernikeLayout = field(init=False, repr=False, compare=False)
     _tables: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -205,119 +101,84 @@ class ZernikeBasis:
         if self.normalization not in ("square", None):
             raise ValueError(f"normalization must be 'square' or None, got {self.normalization!r}")
         object.__setattr__(self, "channels", tuple(c.upper() for c in self.channels))
+        layout = ZernikeLayout.build(self.lmax, self.nmax, len(self.channels))
+        object.__setattr__(self, "_layout", layout)
         object.__setattr__(self, "_tables", self._build_tables())
 
     def _build_tables(self) -> dict:
+        """Numerical tables of the projection (float64 values, int64 indices). Radial function i
+        is (radial_l[i], radial_n[i]), in the layout's order; radial_slices and mono_slices,
+        (lmax + 1, 2), are the [start, end) radial functions and monomials of each degree l."""
+        lay = self._layout
         ls = np.arange(self.lmax + 1)
-        n_per_l = np.array([len(range(l, self.nmax + 1, 2)) for l in ls])
-        radial_l, radial_n, coeffs = [], [], []
-        for l in ls:
-            for n in range(l, self.nmax + 1, 2):
-                radial_l.append(l)
-                radial_n.append(n)
-                c = np.zeros(self.nmax + 1)
-                c[: n + 1] = radial_polynomial_coefficients(n, l)
-                coeffs.append(c)
-        # Single-channel order (l, n, m) -> index into the radial table and the SH vector.
-        radial_index, sh_index = [], []
-        start = 0
-        for l in ls:
-            for k in range(n_per_l[l]):
-                radial_index.extend([start + k] * (2 * l + 1))
-                sh_index.extend(range(l * l, (l + 1) ** 2))
-            start += n_per_l[l]
-        single = len(radial_index)
-        n_ch = len(self.channels)
-        block = n_per_l * (2 * ls + 1)
-        offsets = np.concatenate([[0], np.cumsum(n_ch * block)[:-1]])
-        # flat index of (channel c, single-channel entry j): offset_l + c * block_l + (j - start_l)
-        single_l = np.repeat(ls, block)
-        within = np.arange(single) - np.repeat(np.cumsum(block) - block, block)
-        flat = (
-            offsets[single_l][None, :]
-            + np.arange(n_ch)[:, None] * block[single_l][None, :]
-            + within[None, :]
-        )
-        radial_slices = np.stack([np.cumsum(n_per_l) - n_per_l, np.cumsum(n_per_l)], axis=1)
-        coeffs = np.array(coeffs)
-        even = np.zeros((len(radial_l), self.nmax // 2 + 1))  # Q_nl(ρ²) = R_nl(ρ) / ρ^l
-        for i, l in enumerate(radial_l):
-            even[i, : (self.nmax - l) // 2 + 1] = coeffs[i, l::2]
-        mono_to_sh = _monomials_to_sh(self.lmax)
-        n_mono = np.array([(l + 1) * (l + 2) // 2 for l in ls])
-        mono_slices = np.stack([np.cumsum(n_mono) - n_mono, np.cumsum(n_mono)], axis=1)
-        lmax, n_ch = self.lmax, len(self.channels)
-        width = (lmax + 1) * (lmax + 2) // 2
-        padded_c = np.zeros((lmax + 1, width, 2 * lmax + 1))
+        coeffs, even = radial_tables(lay.radial_l, lay.radial_n, self.nmax)
+        mono_to_sh = monomials_to_sh(self.lmax)
+        radial_end = np.cumsum(lay.n_per_l)
+        n_mono = (ls + 1) * (ls + 2) // 2
+        mono_end = np.cumsum(n_mono)
+        return {
+            "cpu_kernel": self._cpu_kernel_tables(mono_to_sh, mono_end),
+            "even_coeffs": even,  # (powers of ρ², n_radial)
+            "radial_slices": np.stack([radial_end - lay.n_per_l, radial_end], axis=1),
+            "radial_l_onehot": (lay.radial_l[:, None] == ls[None, :]) * (2.0 * ls + 1),
+            "mono_to_sh": mono_to_sh,  # C_l per l
+            "mono_slices": np.stack([mono_end - n_mono, mono_end], axis=1),
+            "radial_l": lay.radial_l,
+            "radial_n": lay.radial_n,
+            "coeffs": coeffs,  # (nmax + 1 powers of ρ, n_radial)
+        }
+
+    def _cpu_kernel_tables(
+        self, mono_to_sh: list[np.ndarray], mono_end: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The lookup tables `_kernel_cpu.project_segments` takes besides even_coeffs and
+        radial_l (shapes in its docstring); mono_end: (lmax + 1,) end of each degree's monomials."""
+        lay, lmax = self._layout, self.lmax
+        padded_c = np.zeros((lmax + 1, (lmax + 1) * (lmax + 2) // 2, 2 * lmax + 1))
         for l, c in enumerate(mono_to_sh):
             padded_c[l, : c.shape[0], : c.shape[1]] = c
-        out_index = np.zeros((n_ch, len(radial_l), 2 * lmax + 1), dtype=np.int64)
-        of_radial = np.array(radial_index)
-        for i, l in enumerate(radial_l):  # the flat indices of radial function i, m ascending
-            out_index[:, i, : 2 * l + 1] = flat[:, of_radial == i]
-        cpu_kernel = {  # besides even_coeffs and radial_l below
-            "mono_exp": _monomial_exponents(lmax).astype(np.int64),
-            "mono_start": np.concatenate([[0], mono_slices[:, 1]]).astype(np.int64),
+        # out_index[c, i, m + l]: flat index of channel c, radial function i and m; 0 past 2l + 1
+        l, n = lay.radial_l[None, :, None], lay.radial_n[None, :, None]
+        j = np.arange(2 * lmax + 1)
+        channel = np.arange(len(self.channels))[:, None, None]
+        out_index = np.where(j < 2 * l + 1, lay.index(l, channel, n, j - l), 0)
+        return {
+            "mono_exp": monomial_exponents(lmax).astype(np.int64),
+            "mono_start": np.concatenate([[0], mono_end]).astype(np.int64),
             "mono_to_sh": padded_c,
             "out_index": out_index,
-        }
-        return {
-            "cpu_kernel": cpu_kernel,
-            "n_per_l": n_per_l,
-            "even_coeffs": even.T.copy(),  # (powers of ρ², n_radial)
-            "radial_slices": radial_slices,
-            "radial_l_onehot": (np.array(radial_l)[:, None] == ls[None, :]) * (2.0 * ls + 1),
-            "mono_to_sh": mono_to_sh,
-            "mono_slices": mono_slices,
-            "radial_l": np.array(radial_l),
-            "radial_n": np.array(radial_n),
-            "coeffs": coeffs.T,  # (nmax + 1 powers of ρ, n_radial)
-            "radial_index": np.array(radial_index),
-            "sh_index": np.array(sh_index),
-            "flat_index": flat,  # (n_channels, single_dim)
-            "l_offsets": offsets.tolist(),
         }
 
     # ---- layout ---------------------------------------------------------------------------
     @property
     def n_per_l(self) -> np.ndarray:
         """K_l: number of radial orders n per degree l, shape (lmax + 1,)."""
-        return self._tables["n_per_l"]
+        return self._layout.n_per_l
 
     @property
     def single_channel_dim(self) -> int:
         """Number of basis functions per channel (427 at the defaults)."""
-        return len(self._tables["radial_index"])
+        return self.dim // len(self.channels)
 
     @property
     def dim(self) -> int:
         """Length of the flat coefficient vector (1708 at the defaults)."""
-        return self.single_channel_dim * len(self.channels)
+        return self._layout.dim
 
     @property
     def irreps(self) -> str:
         """e3nn irreps string of the flat vector, e.g. '44x0e+40x1e+…+32x6e'."""
-        mul = self.n_per_l * len(self.channels)
-        return "+".join(f"{m}x{l}e" for l, m in enumerate(mul))
+        return self._layout.irreps
 
     @property
     def l_offsets(self) -> np.ndarray:
-        """Start index of each degree l in the flat vector, shape (lmax + 1,)."""
-        return np.asarray(self._tables["l_offsets"])
+        """Start index of each degree l in the flat vector, shape (lmax + 1,) (a fresh array)."""
+        return self._layout.l_offsets.copy()
 
     def layout(self) -> dict[str, np.ndarray]:
-        """Per flat index: degree l, channel index, radial order n and m (−l…l); each (dim,) int."""
-        flat = self._tables["flat_index"]
-        single_l = self._tables["radial_l"][self._tables["radial_index"]]
-        single_n = self._tables["radial_n"][self._tables["radial_index"]]
-        single_m = self._tables["sh_index"] - single_l**2 - single_l
-        out = {k: np.empty(self.dim, dtype=np.int64) for k in ("l", "channel", "n", "m")}
-        for c in range(len(self.channels)):
-            out["l"][flat[c]] = single_l
-            out["channel"][flat[c]] = c
-            out["n"][flat[c]] = single_n
-            out["m"][flat[c]] = single_m
-        return out
+        """Per flat index: degree l, channel index, radial order n and m (−l…l); each (dim,) int64
+        (fresh arrays)."""
+        return {k: getattr(self._layout, k).copy() for k in ("l", "channel", "n", "m")}
 
     def metadata(self) -> dict[str, object]:
         """The parameters that define the coefficients, for file metadata."""
@@ -477,21 +338,21 @@ class ZernikeBasis:
             per_l = (q * q) @ torch.as_tensor(t["radial_l_onehot"], device=dev)
             normsq = (per_l * _powers(rho2, self.lmax + 1)).sum(dim=1)
             q = q / normsq[:, None]
-        monomials = _monomials((x64 * (rho / r)[:, None]).to(dtype), self.lmax)
+        mono = monomials((x64 * (rho / r)[:, None]).to(dtype), self.lmax)
         n_seg = len(counts)
         segment = torch.repeat_interleave(torch.arange(n_seg, device=dev), counts)
         pos = torch.arange(len(segment), device=dev) - (torch.cumsum(counts, 0) - counts)[segment]
         width = int(counts.max())
         qp = torch.zeros(n_seg, width, q.shape[1], dtype=dtype, device=dev)
         qp[segment, pos] = q.to(dtype)
-        mp = torch.zeros(n_seg, width, monomials.shape[1], dtype=dtype, device=dev)
-        mp[segment, pos] = monomials
+        mp = torch.zeros(n_seg, width, mono.shape[1], dtype=dtype, device=dev)
+        mp[segment, pos] = mono
         for l in range(self.lmax + 1):
             r0, r1 = t["radial_slices"][l]
             m0, m1 = t["mono_slices"][l]
             moments = torch.bmm(qp[:, :, r0:r1].transpose(1, 2), mp[:, :, m0:m1])
             block = moments @ torch.as_tensor(t["mono_to_sh"][l], dtype=dtype, device=dev)
-            start = t["l_offsets"][l] + channel * (r1 - r0) * (2 * l + 1)
+            start = self._layout.index(l, channel, l, -l)
             out[:, start : start + block.shape[1] * block.shape[2]] = block.reshape(n_seg, -1)
 
     def project_atoms(
