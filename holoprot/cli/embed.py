@@ -204,6 +204,9 @@ def embed(
         float | None,
         typer.Option(help="GPUs per encoder actor (--engine ray; default 1 if the cluster has)."),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show Ray's own logs and progress (--engine ray).")
+    ] = False,
 ) -> None:
     """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
     if engine != "local":
@@ -220,6 +223,7 @@ def embed(
             engine,
             address,
             gpus_per_worker,
+            verbose,
         )
         return
     import torch
@@ -266,6 +270,7 @@ def embed_on_ray(
     engine: str,
     address: str | None,
     gpus_per_worker: float | None,
+    verbose: bool,
 ) -> None:
     """`holoprot embed --engine ray`: a Parquet dataset in the folder `output`; failed inputs
     are listed (exit status 3) and never stop the run."""
@@ -288,6 +293,7 @@ def embed_on_ray(
             gpus_per_worker=gpus_per_worker,
             batch_size=size,
             resume=resume,
+            verbose=verbose,
         )
         kept = f", {result.resumed} input(s) already there" if result.resumed else ""
         stderr.print(

@@ -15,14 +15,23 @@ Block splitting is turned off for the run, so every block, and so every part fil
 inputs. `resume=True` therefore skips exactly the inputs found in the part files, and a task that
 Ray retries (say its worker was killed) sees the same inputs and rewrites the same part name:
 nothing is lost or duplicated. Ray is an optional dependency (``pip install holoprot[ray]``).
+
+Joining a cluster (`address`) fails in one line, without Ray's retry loops, where the cause is
+final: nothing answers at HOST:PORT (a TCP connection is tried first, 5 s at most), or the head
+refuses this client's authentication token (asked once, before `ray.init`). Ray's own INFO logs
+and progress bars are off unless `verbose`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +353,7 @@ def embed_dataset(
     files_per_task: int = 4,
     rows_per_part: int = 65_536,
     resume: bool = False,
+    verbose: bool = False,
 ) -> DatasetResult:
     """Embed every residue of `inputs` on a Ray cluster into a Parquet dataset in `out_dir`.
 
@@ -363,6 +373,7 @@ def embed_dataset(
         rows_per_part: rows gathered (whole inputs, so a few more) into one part file before it
             is written (65,536 rows of 128-d latents: about 40 MB).
         resume: skip inputs already in `out_dir`.
+        verbose: show Ray's INFO logs and progress bars (otherwise warnings and errors only).
 
     Returns:
         a `DatasetResult`; failed inputs are listed there and never stop the run.
@@ -387,12 +398,12 @@ def embed_dataset(
     if not todo:
         return result
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, logging_level="WARNING")
-    try:
-        written = _run(
+    with _ray_stderr(verbose):
+        return _connect_and_run(
             ray,
+            address,
+            verbose,
+            result.resumed,
             todo,
             out_dir,
             embedder,
@@ -406,11 +417,95 @@ def embed_dataset(
             files_per_task=files_per_task,
             rows_per_part=rows_per_part,
         )
+
+
+def _connect_and_run(
+    ray: Any, address: str | None, verbose: bool, resumed: int, *args: Any, **kwargs: Any
+) -> DatasetResult:
+    """`_run` on the cluster at `address` (joined here, and left if this call joined it)."""
+    started = not ray.is_initialized()
+    if started:
+        _connect(ray, address, verbose)
+    try:
+        written = _run(ray, *args, verbose=verbose, **kwargs)
     finally:
         if started:
             ray.shutdown()
-    written.resumed = result.resumed
+    written.resumed = resumed
     return written
+
+
+@contextlib.contextmanager
+def _ray_stderr(verbose: bool) -> Iterator[None]:
+    """Without `verbose`, what Ray's C++ core writes to this process's stderr (file descriptor 2:
+    connection retries, warnings, actor notices) goes to a temporary file, deleted afterwards;
+    Python's `sys.stderr` (holoprot's own lines) keeps the terminal where it is file
+    descriptor 2."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd, log = tempfile.mkstemp(prefix="holoprot-ray-", suffix=".log")
+    os.dup2(fd, 2)
+    os.close(fd)
+    old = sys.stderr
+    try:
+        swap = old.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # captured (tests, notebooks): not fd 2
+        swap = False
+    if swap:
+        sys.stderr = open(os.dup(saved), "w", encoding=old.encoding, errors="replace")  # noqa: SIM115
+    try:
+        yield
+    finally:
+        if swap:
+            sys.stderr.close()
+            sys.stderr = old
+        os.dup2(saved, 2)
+        os.close(saved)
+        Path(log).unlink(missing_ok=True)
+
+
+def _connect(ray: Any, address: str | None, verbose: bool) -> None:
+    """`ray.init` (joining `address`, or a local Ray), after the checks whose failure is final:
+    one HoloprotError naming the address instead of Ray's retries and warnings."""
+    if address is not None and ":" in address and "://" not in address:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise HoloprotError(
+                f"--address {address}: no Ray cluster answers there ({exc}); start one with"
+                " `ray start --head`, or check the address"
+            ) from None
+        _check_authentication(address)
+    level = logging.INFO if verbose else logging.WARNING
+    try:
+        ray.init(address=address, logging_level=level, log_to_driver=verbose)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HoloprotError(f"--address {where}: cannot start or join Ray ({reason})") from None
+
+
+def _check_authentication(address: str) -> None:
+    """Ask the head's GCS once for the cluster id: a head with token authentication refuses a
+    client without its token at once here, where `ray.init` would retry for ~20 s. Any other
+    failure is left to `ray.init` (this uses Ray's internal `GcsClient`, where it exists)."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        GcsClient(address=address, cluster_id=None)
+    except Exception as exc:  # Ray's AuthenticationError; others are retried by ray.init
+        if "auth" not in type(exc).__name__.lower():
+            return
+        reason = " ".join(str(exc).split())
+        raise HoloprotError(
+            f"--address {address}: the Ray cluster refused this client ({reason})"
+        ) from None
 
 
 def _run(
@@ -428,6 +523,7 @@ def _run(
     batch_size: int,
     files_per_task: int,
     rows_per_part: int,
+    verbose: bool,
 ) -> DatasetResult:
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -453,9 +549,14 @@ def _run(
         "threads": 1,
     }
     settings = embedder.settings(model, chains)
+    if not verbose:  # Ray Data's console handler: errors only (its log file keeps the rest)
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setLevel(logging.ERROR)
     ctx = DataContext.get_current()
-    saved = ctx.target_max_block_size
+    saved = ctx.target_max_block_size, ctx.enable_progress_bars
     ctx.target_max_block_size = None  # blocks hold whole inputs (see the module docstring)
+    ctx.enable_progress_bars = verbose
     try:
         blocks = max(1, -(-len(todo) // files_per_task))
         ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
@@ -479,7 +580,7 @@ def _run(
         sink = _datasink_class()(out_dir, embedder.schema(frames), rows_per_part)
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
     finally:
-        ctx.target_max_block_size = saved
+        ctx.target_max_block_size, ctx.enable_progress_bars = saved
     return sink.result
 
 

@@ -20,6 +20,11 @@ Either way nothing appears at the final path before the commit. Row groups hold 
 `row_group_rows(schema)` rows (the last one fewer; `holoprot.io.parquet`), so the bytes of a file
 depend only on its rows.
 
+A write that fails for want of space (a full disk, a file-size limit, a full quota), while
+writing the parts or while committing, is a HoloprotError naming the output, where the finished
+inputs' rows are kept and ``--resume``: the complete parts and their manifest stay, the part
+being written is deleted (a resume would delete it).
+
 Names read back from files are trusted no further than the folder they name: a manifest's part
 names must be ``part-NNNNNN.parquet``, and a dataset folder or staging folder that is a symbolic
 link (or not a folder) is refused, so nothing outside the output and its staging folder is ever
@@ -31,7 +36,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,12 +45,11 @@ import pyarrow.parquet as pq
 
 from holoprot._util.atomic import temporary_file
 from holoprot.errors import HoloprotError
+from holoprot.io import staging as _staging
 from holoprot.io.parquet import RowGroupWriter, _read_pieces
 from holoprot.io.staging import (
     MANIFEST,
-    PART_BYTES,
     PART_NAME,
-    PART_ROWS,
     STAGING_DIR,
     STAGING_SUFFIX,
     _is_file,
@@ -56,6 +61,7 @@ from holoprot.io.staging import (
     check_part,
     check_real_folder,
     check_schema,
+    no_space_reason,
     remove_leftovers,
 )
 
@@ -238,13 +244,17 @@ class FileOutput:
         # beside the output (a resume deletes it with the other leftovers)
         self.staging.mkdir(exist_ok=True)
         tmp = temporary_file(self.staging, ".merged.parquet.")
+        writer: RowGroupWriter | None = None
         try:
             writer = RowGroupWriter(tmp, self.schema, self.row_group_rows)
             for table in _read_pieces(pieces):
                 writer.write(table)
             writer.close()
+            writer = None
             os.replace(tmp, self.path)
         finally:
+            if writer is not None:
+                writer.abort()
             tmp.unlink(missing_ok=True)
         return sum(n for _, _, n in pieces)
 
@@ -259,7 +269,8 @@ class ResidueTableWriter:
         resume: keep the rows of inputs already written (complete parts of a killed run, an
             existing output) and list them in `done`; otherwise start afresh (an existing output
             is replaced at `commit`).
-        part_rows, part_bytes: bounds of a part (see `holoprot.io.staging`).
+        part_rows, part_bytes: bounds of a part (default `holoprot.io.staging.PART_ROWS` and
+            `PART_BYTES`, read when the writer is made).
         row_group_rows: rows per Parquet row group (default `row_group_rows(schema)`).
 
     Each `write` takes the complete rows of one or more inputs (the ``source_path`` column says
@@ -274,14 +285,16 @@ class ResidueTableWriter:
         metadata: dict[bytes, bytes],
         *,
         resume: bool = False,
-        part_rows: int = PART_ROWS,
-        part_bytes: int = PART_BYTES,
+        part_rows: int | None = None,
+        part_bytes: int | None = None,
         row_group_rows: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.is_dataset = is_dataset_output(self.path)
         self.schema = schema.with_metadata(metadata)
-        self.part_rows, self.part_bytes, self.row_group_rows = part_rows, part_bytes, row_group_rows
+        self.part_rows = _staging.PART_ROWS if part_rows is None else part_rows
+        self.part_bytes = _staging.PART_BYTES if part_bytes is None else part_bytes
+        self.row_group_rows = row_group_rows
         self._output: DatasetOutput | FileOutput
         if self.is_dataset:
             self._output = DatasetOutput(self.path, self.schema)
@@ -334,6 +347,10 @@ class ResidueTableWriter:
         """Add the rows of one or more complete inputs."""
         if table.num_rows == 0:
             return
+        with self._no_space():
+            self._write(table)
+
+    def _write(self, table: pa.Table) -> None:
         if self._open is None:
             self._check_links()
             self.staging.mkdir(parents=True, exist_ok=True)
@@ -359,9 +376,65 @@ class ResidueTableWriter:
             return
         self._open.close()
         os.replace(self._open_tmp, self.staging / self._open_part.file)
-        self._parts.append(self._open_part)
-        _write_manifest(self.staging / MANIFEST, self._parts)
+        parts = [*self._parts, self._open_part]
+        _write_manifest(self.staging / MANIFEST, parts)  # the part is kept once listed there
+        self._parts = parts
         self._open, self._open_part, self._open_tmp = None, None, None
+
+    def _discard_open_part(self) -> None:
+        """Delete the part being written (a resume would delete it: its manifest does not list
+        it), giving its space back now."""
+        if self._open is not None:
+            self._open.abort()
+        if self._open_part is not None:
+            (self.staging / self._open_part.file).unlink(missing_ok=True)  # renamed, not listed
+        if self._open_tmp is not None:
+            self._open_tmp.unlink(missing_ok=True)
+        self._open, self._open_part, self._open_tmp = None, None, None
+
+    @contextmanager
+    def _no_space(self, publishing: bool = False) -> Iterator[None]:
+        """Turn a write that fails for want of space into a HoloprotError naming the output,
+        what is kept and `--resume`, after deleting the part being written."""
+        try:
+            yield
+        except (OSError, pa.ArrowException) as exc:
+            reason = no_space_reason(exc)
+            if reason is None:
+                raise
+            with suppress(OSError):  # else a resume deletes it
+                self._discard_open_part()
+            raise HoloprotError(self._no_space_message(reason, publishing)) from exc
+
+    def _no_space_message(self, reason: str, publishing: bool) -> str:
+        sources = {s for s, _ in self._output.stored}
+        sources.update(s for part in self._parts for s, _ in part.sources)
+        n = len(sources)
+        plural = "" if n == 1 else "s"
+        # where the kept rows are: staged parts, and an existing output resumed onto (or, for a
+        # folder whose commit failed, the parts already renamed into it)
+        places = [str(self.staging)] if self._parts else []
+        if self._output.stored or (publishing and self.is_dataset):
+            places.append(str(self.path))
+        where = " and ".join(places) or str(self.staging)
+        if publishing:
+            if self.is_dataset:
+                step, room = "publishing its parts", ""
+            else:
+                step, room = "merging its parts into it", " (the merge needs as much again)"
+            return (
+                f"{self.path}: {reason} while {step}; the rows of all {n} input{plural} are kept in"
+                f" {where}: free space{room}, then rerun with --resume to finish"
+            )
+        if not n:
+            return (
+                f"{self.path}: {reason} while writing, before any input was finished (no rows"
+                f" kept in {self.staging}): free space, then rerun (--resume continues from there)"
+            )
+        return (
+            f"{self.path}: {reason} while writing; the rows of {n} finished input{plural} are kept"
+            f" in {where}: free space, then rerun with --resume to continue"
+        )
 
     # ---- publishing ------------------------------------------------------------------------
     def commit(self, order: Sequence[str] | None = None) -> int:
@@ -370,9 +443,11 @@ class ResidueTableWriter:
         For a file output, the rows of the sources in `order` (default: as stored) in that
         order, others dropped. A folder keeps every stored part, in the order written.
         """
-        self._close_part()
+        with self._no_space():
+            self._close_part()
         self._check_links()
-        rows = self._output.commit(self._parts, order)
+        with self._no_space(publishing=True):
+            rows = self._output.commit(self._parts, order)
         if self.staging.exists():
             shutil.rmtree(self.staging)
         return rows

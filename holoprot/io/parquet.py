@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 import pyarrow as pa
@@ -77,6 +78,13 @@ class RowGroupWriter:
         if self._count:
             self._emit(self._count)
         self._writer.close()
+
+    def abort(self) -> None:
+        """Give up a file whose writing failed: close it without its pending rows, ignoring a
+        second failure (the caller deletes the file)."""
+        self._pending, self._count = [], 0
+        with suppress(OSError, pa.ArrowException):
+            self._writer.close()
 
 
 def _read_pieces(pieces: Iterable[tuple[Path, int, int]]) -> Iterable[pa.Table]:

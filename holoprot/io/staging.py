@@ -18,6 +18,7 @@ refused, never deleted.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -110,6 +111,33 @@ def _source_runs(table: pa.Table) -> list[tuple[str, int]]:
     return runs
 
 
+#: What a write that failed for want of space says: a full disk, a file past a size limit (the
+#: file system's, or RLIMIT_FSIZE: ``ulimit -f``), a full quota.
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large",
+    **({errno.EDQUOT: "disk quota exceeded"} if hasattr(errno, "EDQUOT") else {}),
+}
+_ERRNO_IN_TEXT = re.compile(r"errno (\d+)", re.IGNORECASE)
+
+
+def no_space_reason(exc: BaseException) -> str | None:
+    """Why a write failed for want of space (``no space left on device (errno 28)``), or None
+    for any other failure: an OSError with that errno, or an error whose message names it, as
+    pyarrow's do (``Error writing bytes to file. Detail: [errno 28] No space left on device``)."""
+    if not isinstance(exc, (OSError, pa.ArrowException)):
+        return None
+    code = getattr(exc, "errno", None)
+    if code not in _NO_SPACE:
+        text = str(exc)
+        codes = [int(c) for c in _ERRNO_IN_TEXT.findall(text)]
+        codes += [c for c, words in _NO_SPACE.items() if words in text.lower()]
+        code = next((c for c in codes if c in _NO_SPACE), None)
+        if code is None:
+            return None
+    return f"{_NO_SPACE[code]} (errno {code})"
+
+
 def check_real_folder(path: Path, what: str) -> None:
     """Refuse `path` (when it exists) unless it is a folder itself, not a symbolic link to one:
     a linked output or staging folder would make a resume read, rename or delete files
@@ -186,5 +214,6 @@ __all__ = [
     "check_part",
     "check_real_folder",
     "check_schema",
+    "no_space_reason",
     "remove_leftovers",
 ]
