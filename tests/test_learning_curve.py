@@ -24,9 +24,11 @@ def test_fit_recovers_a_known_power_law() -> None:
 
 
 def test_the_rounds_file_is_a_learning_curve() -> None:
-    rounds = learning_curve.read_rounds(WEIGHTS / "learning-curve.csv")
-    samples = [int(r["samples_seen"]) for r in rounds]
-    numbers = [int(r["round"].split()[0]) for r in rounds]  # "7 mid-way": a round's earlier ship
-    assert numbers == sorted(numbers) and sorted(set(numbers)) == list(range(1, numbers[-1] + 1))
-    assert samples == sorted(samples) and len(set(samples)) == len(samples)
-    assert all(0 < float(r["weighted_cosine_loss_old_groups"]) < 1 for r in rounds)
+    models = learning_curve.by_model(learning_curve.read_rounds(WEIGHTS / "learning-curve.csv"))
+    assert "hae-z128-bm5" in models
+    for model, (rounds, samples, loss) in models.items():
+        numbers = [int(r["round"].split()[0]) for r in rounds]  # "7 mid-way": an earlier ship
+        assert numbers == sorted(numbers), model
+        assert sorted(set(numbers)) == list(range(1, numbers[-1] + 1)), model
+        assert list(samples) == sorted(samples) and len(set(samples)) == len(samples), model
+        assert all(0 < v < 1 for v in loss), model

@@ -1,11 +1,13 @@
-"""How far the paper's bar is: the default weights' held-out metric against the samples seen,
-one point per training round (`weights/learning-curve.csv`, from the model card's round table),
-and a fit L(S) = a + b · S^(−c) (S in millions of samples) extrapolated to the paper's ~20 M.
+"""How far the paper's bar is: each model's held-out metric against the samples seen, one point
+per training round (`weights/learning-curve.csv`, from the model card's round tables; a `model`
+column: hae-z128-bm5, hae-z256), and per model with at least 3 rounds a fit
+L(S) = a + b · S^(−c) (S in millions of samples) extrapolated to the paper's ~20 M.
 
     python weights/learning_curve.py [--png weights/hae-z128-bm5-learning-curve.png]
 
 Prints the fits through all rounds and through all but the first (the points mix corpora and
-schedules: a guide, not a measurement) and plots the points, both fits and the paper's 0.156.
+schedules: a guide, not a measurement) and plots the points, the fits and the paper's 0.156
+(z = 128) and 0.102 (z = 256).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from scipy.optimize import curve_fit
 
 HERE = Path(__file__).parent
-PAPER_COSINE_LOSS = 0.156  # z = 128, L = 6 (PAPER-NUMBERS.md)
+PAPER_COSINE_LOSS = {"hae-z128-bm5": 0.156, "hae-z256": 0.102}  # L = 6 (PAPER-NUMBERS.md)
 PAPER_SAMPLES_M = 20.0  # ~8 epochs of a few million neighbourhoods
 
 
@@ -47,45 +49,64 @@ def read_rounds(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def by_model(rounds: list[dict]) -> dict[str, tuple[list[dict], np.ndarray, np.ndarray]]:
+    """Each model's rounds with their samples seen (millions) and held-out losses, file order."""
+    out: dict[str, tuple[list[dict], np.ndarray, np.ndarray]] = {}
+    for name in dict.fromkeys(r["model"] for r in rounds):
+        mine = [r for r in rounds if r["model"] == name]
+        samples = np.array([int(r["samples_seen"]) for r in mine]) / 1e6
+        loss = np.array([float(r["weighted_cosine_loss_old_groups"]) for r in mine])
+        out[name] = (mine, samples, loss)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=HERE / "learning-curve.csv")
     parser.add_argument("--png", type=Path, help="write the plot here")
     args = parser.parse_args()
-    rounds = read_rounds(args.csv)
-    s = np.array([int(r["samples_seen"]) for r in rounds]) / 1e6
-    loss = np.array([float(r["weighted_cosine_loss_old_groups"]) for r in rounds])
-    print("| round | samples | weighted cosine loss, old test groups |\n|---|---|---|")
-    for r, si, li in zip(rounds, s, loss, strict=True):
-        print(f"| {r['round']} | {si:.2f} M | {li:.3f} |")
-    fits = {}
-    for name, first in (("all rounds", 0), ("rounds after the first", 1)):
-        a, b, c = fit_power_law(s[first:], loss[first:])
-        fits[name] = (a, b, c)
-        at = power_law(np.array([PAPER_SAMPLES_M, 100.0]), a, b, c)
+    models = by_model(read_rounds(args.csv))
+    fits: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for model, (rounds, s, loss) in models.items():
         print(
-            f"\nfit through {name}: a = {a:.3f}, b = {b:.3f}, c = {c:.2f};"
-            f" {at[0]:.3f} at {PAPER_SAMPLES_M:.0f} M samples, {at[1]:.3f} at 100 M"
-            f" (paper: {PAPER_COSINE_LOSS})"
+            f"\n{model}\n| round | samples | weighted cosine loss, old test groups |\n|---|---|---|"
         )
+        for r, si, li in zip(rounds, s, loss, strict=True):
+            print(f"| {r['round']} | {si:.2f} M | {li:.3f} |")
+        fits[model] = {}
+        for name, first in (("all rounds", 0), ("rounds after the first", 1)):
+            if len(s) - first < 3:
+                continue
+            a, b, c = fit_power_law(s[first:], loss[first:])
+            fits[model][name] = (a, b, c)
+            at = power_law(np.array([PAPER_SAMPLES_M, 100.0]), a, b, c)
+            print(
+                f"fit through {name}: a = {a:.3f}, b = {b:.3f}, c = {c:.2f};"
+                f" {at[0]:.3f} at {PAPER_SAMPLES_M:.0f} M samples, {at[1]:.3f} at 100 M"
+                f" (paper: {PAPER_COSINE_LOSS.get(model, float('nan'))})"
+            )
     if args.png:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        grid = np.geomspace(s.min(), 100.0, 200)
+        low = min(s.min() for _, s, _ in models.values())
+        grid = np.geomspace(low, 100.0, 200)
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-        ax.plot(s, loss, "o", color="k", label="rounds (old test groups)")
-        for name, params in fits.items():
-            ax.plot(grid, power_law(grid, *params), lw=1, label=f"fit, {name}")
-        ax.axhline(PAPER_COSINE_LOSS, ls="--", color="grey", label="paper, z = 128")
+        for (model, (_, s, loss)), colour in zip(models.items(), ("k", "tab:red"), strict=False):
+            ax.plot(s, loss, "o", color=colour, label=f"{model} rounds (old test groups)")
+            for (name, params), style in zip(fits[model].items(), ("-", "--"), strict=False):
+                ax.plot(grid, power_law(grid, *params), style, lw=1, color=colour,
+                        label=f"{model} fit, {name}")  # fmt: skip
+            if model in PAPER_COSINE_LOSS:
+                ax.axhline(PAPER_COSINE_LOSS[model], ls=":", color=colour, label=f"paper, {model}")
         ax.axvline(PAPER_SAMPLES_M, ls=":", color="grey")
         ax.set_xscale("log")
         ax.set_xlabel("samples seen (millions)")
         ax.set_ylabel("weighted cosine loss, held-out")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.png)
         plt.close(fig)
