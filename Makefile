@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # e.g. `make run TORCH=torch` (any torch >= 2.2 works).
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install lint clean dssp
+.PHONY: run test install lint clean dssp chromium
 
 $(BIN)/holoprot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(BIN)/holoprot
 	$(BIN)/holoprot embed examples/ -o out/examples.parquet --frames
 	$(BIN)/python -c "import pandas as pd; df = pd.read_parquet('out/examples.parquet'); print(df.drop(columns=['latent', 'frame']).groupby('structure_id').size().rename('residues').to_string())"
 
-test: $(BIN)/holoprot dssp
+test: $(BIN)/holoprot dssp chromium
 	$(BIN)/python -m pytest -q
 
 # DSSP 4 (mkdssp) for the secondary-structure labels of weights/evaluate.py: Debian's dssp package
@@ -32,6 +32,12 @@ test: $(BIN)/holoprot dssp
 dssp:
 	@command -v mkdssp >/dev/null || (apt-get update -qq && apt-get install -y -qq dssp >/dev/null) \
 		|| echo "mkdssp not installed: DSSP tests will be skipped (apt-get install dssp)"
+
+# Chromium (Debian's package) for the browser test of `holoprot search --html` reports. Where
+# apt-get cannot run, that test is skipped (failed under HOLOPROT_STRICT=1, as in CI).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: the HTML report test will be skipped (apt-get install chromium)"
 
 lint: $(BIN)/holoprot
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

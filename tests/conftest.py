@@ -6,6 +6,8 @@ See tests/data/structures/PROVENANCE.md for what each file is and what it exerci
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +39,53 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if STRICT:
             pytest.fail(f"{what} is missing, and HOLOPROT_STRICT=1 requires it", pytrace=False)
         pytest.skip(f"{what} is missing")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: Headless Chromium as the machine's probe runs it (no network, no first-run work), with WebGL
+#: in software (SwiftShader).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader",
+    "--virtual-time-budget=8000",
+]
+
+
+@pytest.fixture
+def render_page(tmp_path: Path) -> Callable[[Path], tuple[str, np.ndarray]]:
+    """render_page(html_file) → (the page's <body> tag after its scripts ran, (H, W, 3) RGB
+    screenshot in [0, 1] of a 1200 x 800 window), from a file:// URL in headless Chromium
+    (`make chromium`; the test fails under HOLOPROT_STRICT=1 where it is missing)."""
+    if CHROMIUM is None:
+        if STRICT:
+            pytest.fail("chromium is missing, and HOLOPROT_STRICT=1 requires it", pytrace=False)
+        pytest.skip("chromium is missing (`make chromium`)")
+    from matplotlib.image import imread
+
+    def render(page: Path) -> tuple[str, np.ndarray]:
+        common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]
+        url = Path(page).resolve().as_uri()
+        dom = subprocess.run(
+            [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        ).stdout
+        start = dom.index("<body")
+        png = tmp_path / "screenshot.png"
+        subprocess.run(
+            [*common, "--window-size=1200,800", f"--screenshot={png}", url],
+            capture_output=True,
+            timeout=120,
+        )
+        return dom[start : dom.index(">", start) + 1], imread(png)[..., :3]
+
+    return render
 
 
 TESTS_DIR = Path(__file__).parent

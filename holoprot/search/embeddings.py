@@ -28,12 +28,15 @@ class Embeddings:
         identity: the identity columns (`HIT_COLUMNS`), one row per residue.
         latent: (n, d) float32 latent vectors, same row order.
         weights_name, weights_sha256: the weights that made them.
+        frame: (n, 3, 3) float32 learned frames (rows x̂, ŷ, ẑ; `holoprot embed --frames`), or
+            None when any file lacks the ``frame`` column.
     """
 
     identity: pa.Table
     latent: np.ndarray
     weights_name: str
     weights_sha256: str
+    frame: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.latent)
@@ -103,13 +106,15 @@ def read_embeddings(
     """Read embedding Parquet files (or folders of them, e.g. a dataset) made by `holoprot embed`.
 
     All files must hold a `latent` column and come from the same weights (sha256 in the file
-    metadata); otherwise InputError names the file at fault.
+    metadata); otherwise InputError names the file at fault. Frames are read when every file has
+    a ``frame`` column (else `Embeddings.frame` is None).
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = [f for item in items for f in _parquet_files(Path(item))]
     if not files:
         raise HoloprotError("no embedding file given")
-    identities, latents = [], []
+    identities, latents, frames = [], [], []
+    with_frames = True
     weights: tuple[str, str] | None = None
     first: Path | None = None
     for file in files:
@@ -129,13 +134,18 @@ def read_embeddings(
                 f"made with weights {these[0]} (sha256 {these[1][:12]}…), but {first} with"
                 f" {weights[0]} (sha256 {weights[1][:12]}…); an index holds one model's latents",
             )
+        with_frames = with_frames and "frame" in schema.names
+        columns = [*HIT_COLUMNS, "latent", *(["frame"] if with_frames else [])]
         try:
-            table = pq.read_table(file, columns=[*HIT_COLUMNS, "latent"])
+            table = pq.read_table(file, columns=columns)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(file, f"cannot read it ({exc})") from None
         latent = latent_matrix(table.column("latent"))
         if not np.isfinite(latent).all():
             raise InputError(file, "latent column holds NaN or infinite values")
+        if with_frames:
+            frame = frame_matrix(file, table.column("frame"))
+            frames.append(frame)
         identities.append(table.select(HIT_COLUMNS))
         latents.append(latent)
     assert weights is not None
@@ -147,4 +157,17 @@ def read_embeddings(
         latent=np.concatenate(latents) if len(latents) > 1 else latents[0],
         weights_name=weights[0],
         weights_sha256=weights[1],
+        frame=(np.concatenate(frames) if len(frames) > 1 else frames[0]) if with_frames else None,
     )
+
+
+def frame_matrix(source: object, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A ``frame`` column (9 floats per row, rows x̂, ŷ, ẑ) → (n, 3, 3) float32; InputError
+    naming `source` when it is not 9 finite floats per row."""
+    try:
+        flat = latent_matrix(column)
+    except ValueError as exc:
+        raise InputError(source, f"frame column: {exc}") from None
+    if flat.shape[1] != 9 or not np.isfinite(flat).all():
+        raise InputError(source, "frame column is not 9 finite floats per row")
+    return flat.reshape(len(flat), 3, 3)

@@ -18,7 +18,9 @@ API; `method="exact"` or `"hnsw"` forces one.
 On disk an index is a folder: ``index.json`` (format name and version, method, metric, sizes,
 the weights name and sha256, and the sha256 of every other file), ``rows.parquet`` (identity
 columns, row i = label i) and ``vectors.npy`` (exact: unit-length float32, loaded with
-allow_pickle=False) or ``hnsw.faiss`` (the library's own binary format). Nothing is unpickled;
+allow_pickle=False) or ``hnsw.faiss`` (the library's own binary format), and, when the
+embeddings had a ``frame`` column (`holoprot embed --frames`), ``frames.npy`` (float32
+(n, 3, 3), row i = label i; used by `holoprot.search.superpose`). Nothing is unpickled;
 every file is checked against its sha256 before it is opened. ``index.json`` is sealed
 (`holoprot._util.hashing.seal`): an edited field (say ``weights_sha256``, which decides which query
 latents the index accepts) is refused on loading. Every file is written under a temporary name
@@ -50,6 +52,8 @@ FORMAT_VERSION = 1
 METRIC = "cosine"
 #: Below this many rows `method="auto"` uses exact search (see benchmarks/RESULTS.md).
 EXACT_BELOW = 50_000
+#: The frames file of an index built from embeddings with a ``frame`` column.
+FRAMES_FILE = "frames.npy"
 
 Method = Literal["auto", "exact", "hnsw"]
 
@@ -74,6 +78,7 @@ class Index:
         *,
         vectors: np.ndarray | None = None,
         graph: hnsw.Graph | None = None,
+        frames: np.ndarray | None = None,
     ) -> None:
         self.rows = rows
         self.method = method
@@ -82,12 +87,18 @@ class Index:
         self.weights_sha256 = weights_sha256
         self._vectors = vectors
         self._graph = graph
+        #: (n, 3, 3) float32 learned frames (rows x̂, ŷ, ẑ) of the rows, or None.
+        self.frames = frames
 
     def __len__(self) -> int:
         return self.rows.num_rows
 
     def __repr__(self) -> str:
-        return f"Index({len(self)} residues, {self.method}, {METRIC}, weights {self.weights_name})"
+        frames = ", frames" if self.frames is not None else ""
+        return (
+            f"Index({len(self)} residues, {self.method}, {METRIC}{frames},"
+            f" weights {self.weights_name})"
+        )
 
     # ---- building ---------------------------------------------------------------------------
     @classmethod
@@ -126,6 +137,7 @@ class Index:
             emb.weights_sha256,
             vectors=vectors if method == "exact" else None,
             graph=graph,
+            frames=emb.frame,
         )
 
     # ---- searching --------------------------------------------------------------------------
@@ -244,6 +256,12 @@ class Index:
             with atomic_path(folder / "vectors.npy", suffix=".npy") as tmp:
                 np.save(tmp, self._all_vectors(), allow_pickle=False)
             files.append("vectors.npy")
+        if self.frames is not None:
+            with atomic_path(folder / FRAMES_FILE, suffix=".npy") as tmp:
+                np.save(tmp, np.ascontiguousarray(self.frames, np.float32), allow_pickle=False)
+            files.append(FRAMES_FILE)
+        else:  # a frames.npy of an index saved here before is no longer listed: remove it
+            (folder / FRAMES_FILE).unlink(missing_ok=True)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -294,6 +312,14 @@ class Index:
             graph = hnsw.Graph.load(folder / hnsw.FILE_NAME, dim)
             if len(graph) != n:
                 raise IndexFileError(f"{folder / hnsw.FILE_NAME}: does not match index.json")
+        frames = None
+        if FRAMES_FILE in files:
+            try:
+                frames = np.load(folder / FRAMES_FILE, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise IndexFileError(f"{folder / FRAMES_FILE}: cannot read it ({exc})") from None
+            if frames.shape != (n, 3, 3) or frames.dtype != np.float32:
+                raise IndexFileError(f"{folder / FRAMES_FILE}: does not match index.json")
         return cls(
             rows,
             meta["method"],
@@ -302,6 +328,7 @@ class Index:
             meta["weights_sha256"],
             vectors=vectors,
             graph=graph,
+            frames=frames,
         )
 
 
@@ -345,7 +372,7 @@ def _read_meta(folder: Path) -> dict:
     if meta["metric"] != METRIC or meta["method"] not in ("exact", "hnsw"):
         raise IndexFileError(f"{path}: unknown method {meta['method']} or metric {meta['metric']}")
     expected = {"rows.parquet", "vectors.npy" if meta["method"] == "exact" else hnsw.FILE_NAME}
-    if set(meta["files"]) != expected:
+    if set(meta["files"]) - {FRAMES_FILE} != expected:
         raise IndexFileError(
             f"{path}: lists files {sorted(meta['files'])}, expected {sorted(expected)}"
         )

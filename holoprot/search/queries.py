@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
 from holoprot.io.tables import vector_array
-from holoprot.search.embeddings import HIT_COLUMNS, latent_matrix
+from holoprot.search.embeddings import HIT_COLUMNS, frame_matrix, latent_matrix
 
 _RESIDUE = re.compile(r"(-?\d+)([A-Za-z]?)")
 SYNTAX = "FILE, FILE:CHAIN or FILE:CHAIN:RESNUM[ICODE]"
@@ -110,6 +110,7 @@ def query_table(
     *,
     weights: str | None = None,
     device: str = "auto",
+    frames: bool = False,
 ) -> pa.Table:
     """Embed / read every query; one row per query residue.
 
@@ -120,15 +121,18 @@ def query_table(
         weights: a weights name or .safetensors path to use instead of `weights_name` (its
             sha256 must still be the index's).
         device: the encoder's device.
+        frames: add the ``frame`` column (9 floats, rows x̂, ŷ, ẑ): structure queries are
+            embedded with frames, embedding files must have a ``frame`` column.
 
     Returns:
-        ``query`` (the query string), the identity columns and ``latent``, in query order.
+        ``query`` (the query string), the identity columns and ``latent`` (and ``frame``), in
+        query order.
     """
     parsed = [parse_query(q) for q in queries]
     structures = [q for q in parsed if not q.is_embeddings]
     embedded: dict[Path, pa.Table] = {}
     if structures:
-        embedded = _embed_files(structures, weights or weights_name, weights_sha256, device)
+        embedded = _embed_files(structures, weights or weights_name, weights_sha256, device, frames)
     parts = []
     for q in parsed:
         rows = (
@@ -137,6 +141,12 @@ def query_table(
         columns = {"query": pa.array([q.text] * rows.num_rows, pa.string())}
         columns.update({name: rows.column(name) for name in HIT_COLUMNS})
         columns["latent"] = vector_array(latent_matrix(rows.column("latent")))
+        if frames:
+            if "frame" not in rows.column_names:
+                raise InputError(q.path, "no frame column; embed it with `holoprot embed --frames`")
+            columns["frame"] = vector_array(
+                frame_matrix(q.path, rows.column("frame")).reshape(-1, 9)
+            )
         parts.append(pa.table(columns))
     table = pa.concat_tables(parts)
     meta = {b"weights_sha256": json.dumps(weights_sha256).encode()}
@@ -144,7 +154,7 @@ def query_table(
 
 
 def _embed_files(
-    queries: list[Query], weights: str, weights_sha256: str, device: str
+    queries: list[Query], weights: str, weights_sha256: str, device: str, frames: bool = False
 ) -> dict[Path, pa.Table]:
     from holoprot.embedding.embedder import Embedder
     from holoprot.zernike.pipeline import FailedInput
@@ -162,7 +172,7 @@ def _embed_files(
     out: dict[Path, pa.Table] = {}
     for path, wanted in chains.items():
         selected = sorted(wanted) if wanted else None
-        for item in embedder.iter_files([path], chains=selected, workers=0):
+        for item in embedder.iter_files([path], chains=selected, frames=frames, workers=0):
             if isinstance(item, FailedInput):
                 raise HoloprotError(item.message)
             out[path] = item
