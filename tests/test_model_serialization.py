@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,15 @@ def test_config_validation() -> None:
     ):
         with pytest.raises(ValueError):
             HVAEConfig(**bad)
+
+
+def test_saved_weights_are_as_readable_as_any_new_file(tmp_path: Path) -> None:
+    """safetensors writes its files 0600 whatever the umask: save_model gives the weights the
+    mode of any new file (0644 under umask 022), so a shared folder's users can load them."""
+    old = os.umask(0o022)
+    try:
+        _, path = saved(tmp_path)
+    finally:
+        os.umask(old)
+    for file in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file

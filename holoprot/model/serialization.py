@@ -13,6 +13,7 @@ The JSON is sealed (:func:`holoprot._util.hashing.seal`): editing any field is r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import holoprot
-from holoprot._util.atomic import atomic_path
+from holoprot._util.atomic import atomic_path, new_file_mode
 from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import HoloprotError
 from holoprot.model.hvae import HVAE, HVAEConfig
@@ -49,6 +50,7 @@ def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     with atomic_path(sidecar) as tmp_j, atomic_path(weights) as tmp_w:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp_w))
+        os.chmod(tmp_w, new_file_mode())  # safetensors writes 0600 whatever the umask
         info = seal(
             {
                 "format": FORMAT,

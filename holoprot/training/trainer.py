@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from holoprot._util.atomic import atomic_path
+from holoprot._util.atomic import atomic_path, new_file_mode
 from holoprot._util.hashing import check_seal, seal, sha256_file
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, coefficient_weights, hvae_loss, save_model
@@ -238,6 +239,7 @@ class Trainer:
             atomic_path(weights) as tmp,
         ):
             save_file(tensors, str(tmp))
+            os.chmod(tmp, new_file_mode())  # safetensors writes 0600 whatever the umask
             info = {
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
