@@ -3,7 +3,7 @@ per training round (`weights/learning-curve.csv`, from the model card's round ta
 column: hae-z128-bm5, hae-z256), and per model with at least 3 rounds a fit
 L(S) = a + b · S^(−c) (S in millions of samples) extrapolated to the paper's ~20 M.
 
-    python weights/learning_curve.py [--png weights/hae-z128-bm5-learning-curve.png]
+    python weights/learning_curve.py [--png weights/learning-curve.png]
 
 Prints the fits through all rounds and through all but the first (the points mix corpora and
 schedules: a guide, not a measurement) and plots the points, the fits and the paper's 0.156
