@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -29,6 +30,32 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    target: str | os.PathLike, before_replace: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
+    """Yield a new, empty folder beside `target` (mkdtemp, then the mode ``mkdir`` gives); on
+    normal exit it becomes `target`, an existing `target` being moved aside and deleted (after
+    `before_replace(target)`, which may raise to keep it); on an exception it is deleted."""
+    target = Path(target)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        work.chmod(new_file_mode(0o777))  # mkdtemp makes it private; the result is not
+        yield work
+        if os.path.lexists(target):
+            if before_replace is not None:
+                before_replace(target)
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(work, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def new_file_mode(base: int = 0o666) -> int:

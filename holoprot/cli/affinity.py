@@ -7,10 +7,7 @@ the commands, so other `holoprot` commands do not pay for them at start-up.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from holoprot._util.atomic import atomic_path, new_file_mode
+from holoprot._util.atomic import atomic_folder as _atomic_folder
+from holoprot._util.atomic import atomic_path
 from holoprot.cli._common import EXIT_SKIPPED, app, fail, overwrite_option
 from holoprot.cli._common import stderr as console
 from holoprot.errors import HoloprotError, InputError
@@ -95,21 +93,8 @@ def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.exists() and not overwrite:
         raise InputError(out, "already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    work.chmod(new_file_mode(0o777))  # mkdtemp makes it private; the result is an ordinary folder
-    try:
+    with _atomic_folder(out, before_replace=check_replaceable) as work:
         yield work
-        if out.exists():
-            check_replaceable(out)
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(work, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
 
 
 def _load_complexes(

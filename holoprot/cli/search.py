@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from holoprot._util.atomic import new_file_mode
 from holoprot.cli._common import app, fail, overwrite_option
 from holoprot.cli._common import stderr as console
 from holoprot.errors import HoloprotError
@@ -146,7 +143,7 @@ def search(
             hits = hits.append_column("rmsd_frame", pa.array(rmsds[0], pa.float32()))
             hits = hits.append_column("rmsd_optimal", pa.array(rmsds[1], pa.float32()))
             if superpose_dir is not None:
-                _write_folder(superpose_dir, files, overwrite)
+                _write_folder(superpose_dir, files)
             if html is not None:
                 _write_report(html, views, distances)
     except HoloprotError as exc:
@@ -309,27 +306,17 @@ def _write_report(path: Path, views: list, distances) -> None:  # (m, k) float32
     write_report(path, queries)
 
 
-def _write_folder(folder: Path, files: dict, overwrite: bool) -> None:
+def _write_folder(folder: Path, files: dict) -> None:
     """Write every file in a temporary folder beside `folder`, then rename it into place (an
-    existing `folder` is replaced only with `overwrite`, checked before)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    existing `folder` may be replaced: `--overwrite` was checked before)."""
+    from holoprot._util.atomic import atomic_folder
+
     try:
-        os.chmod(tmp, new_file_mode(0o777))
-        for name, write in files.items():
-            write(tmp / name)
-        if os.path.lexists(folder):
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            os.replace(folder, old)  # an empty placeholder folder: replaced
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        with atomic_folder(folder) as tmp:
+            for name, write in files.items():
+                write(tmp / name)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise HoloprotError(f"{folder}: cannot write it ({exc.strerror or exc})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _print_hits(hits) -> None:  # pyarrow.Table
