@@ -21,7 +21,7 @@ install: $(BIN)/holoprot
 
 run: $(BIN)/holoprot
 	mkdir -p out
-	$(BIN)/holoprot embed examples/ -o out/examples.parquet --frames
+	$(BIN)/holoprot embed examples/structures/ -o out/examples.parquet --frames
 	$(BIN)/python -c "import pandas as pd; df = pd.read_parquet('out/examples.parquet'); print(df.drop(columns=['latent', 'frame']).groupby('structure_id').size().rename('residues').to_string())"
 
 test: $(BIN)/holoprot dssp chromium

@@ -10,7 +10,7 @@ Cases (each printed as Markdown table rows):
 * ``zernike``: ``holoprot zernike @list -o out.parquet`` on the first `--max-files` files,
   and ``-o FOLDER`` (a dataset), for each `--workers` value.
 * ``embed``: ``holoprot embed @list -o out.parquet`` (default weights, CPU) likewise.
-* ``small``: ``holoprot embed examples/1hvr.pdb`` (one small file), after a warm-up run.
+* ``small``: ``holoprot embed examples/structures/1hvr.pdb`` (one small file), after a warm-up run.
 * ``memory``: peak RSS of ``holoprot zernike`` on the first 15 files and on 4 copies of each
   (hard links under other names, so inputs are not de-duplicated): flat means memory does not
   grow with the number of inputs.
@@ -138,10 +138,10 @@ def main() -> None:
                 print_result(f"embed --workers {w}", inputs, median_run(cmd, out, args.repeats))
         if "small" in cases:
             out = tmp / "small.parquet"
-            cmd = ["embed", str(REPO / "examples" / "1hvr.pdb"), "-o", str(out)]
+            cmd = ["embed", str(REPO / "examples" / "structures" / "1hvr.pdb"), "-o", str(out)]
             run([*cmd, "--weights", args.weights], out)  # warm-up: caches, page cache
             r = median_run([*cmd, "--weights", args.weights], out, 3)
-            print_result("embed (warm)", "examples/1hvr.pdb", r)
+            print_result("embed (warm)", "examples/structures/1hvr.pdb", r)
         if "memory" in cases:
             base = files[:15]
             copies = tmp / "copies"

@@ -22,7 +22,8 @@ CPUs − 1 workers for several files, none for one). ``OMP_NUM_THREADS`` is set 
 in the child (BASELINE.md ran the reference CLI with ``OMP_NUM_THREADS=2``).
 
 Structure files: as in bench_zernike.py (``--structures``, default ``data/structures-matched``
-if present, else ``examples/`` + ``tests/data/structures/``; first ``--max-files``). Weights:
+if present, else ``examples/structures/`` + ``tests/data/structures/``; first
+``--max-files``). Weights:
 ``--weights`` (default ``default``; a name or a ``.safetensors`` path). ``--tiny-weights`` makes
 a small random model in a temporary folder instead, for smoke runs only: its encoder is far
 cheaper than the z=128 model, so those figures mean nothing.

@@ -28,7 +28,8 @@ c. Peak memory: peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) of the process t
 
 Structure files: every structure file under ``--structures`` (files, folders, globs, as the CLI
 takes them), sorted, first ``--max-files`` (0 = all). Default ``data/structures-matched`` (the
-unpacked BM5 corpus, git-ignored) if present, else ``examples/`` + ``tests/data/structures/``.
+unpacked BM5 corpus, git-ignored) if present, else ``examples/structures/`` +
+``tests/data/structures/``.
 Files that fail to parse are counted and skipped.
 
     python benchmarks/bench_zernike.py [--structures DIR ...] [--max-files 50] [--repeats 3]

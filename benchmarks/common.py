@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / "data" / "structures-matched"
-FALLBACK_INPUTS = (REPO / "examples", REPO / "tests" / "data" / "structures")
+FALLBACK_INPUTS = (REPO / "examples" / "structures", REPO / "tests" / "data" / "structures")
 
 
 def cpu_model() -> str:

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real structure files in tests/data/structures and examples/.
+"""Shared fixtures: paths to the real structure files in tests/data/structures and
+examples/structures/.
 
 See tests/data/structures/PROVENANCE.md for what each file is and what it exercises.
 """
@@ -90,7 +91,7 @@ def render_page(tmp_path: Path) -> Callable[[Path], tuple[str, np.ndarray]]:
 
 TESTS_DIR = Path(__file__).parent
 STRUCTURES_DIR = TESTS_DIR / "data" / "structures"
-EXAMPLES_DIR = TESTS_DIR.parent / "examples"
+EXAMPLES_DIR = TESTS_DIR.parent / "examples" / "structures"
 
 MMCIF = STRUCTURES_DIR / "1gbt.cif"  # mmCIF; insertion codes; Ca2+ ion, ligand GBS, SO4, waters
 NMR = STRUCTURES_DIR / "1lcd_nmr.cif.gz"  # solution NMR, 3 models, gzipped mmCIF

@@ -26,7 +26,7 @@ from holoprot.model.hvae import HVAE
 from holoprot.model.serialization import load_model_file
 from holoprot.model.weights import model_files, resolve_weights
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 LIMIT = 1_000_000
 
 

@@ -18,7 +18,7 @@ chain_context = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(chain_context)
 
 BASIS = ZernikeBasis()
-DIMER = read_structure(ROOT / "examples/1hvr.pdb")  # HIV protease dimer, chains A and B
+DIMER = read_structure(ROOT / "examples/structures/1hvr.pdb")  # HIV protease dimer, chains A and B
 
 
 def one_chain(structure: Structure, chain: str) -> Structure:

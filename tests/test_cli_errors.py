@@ -23,7 +23,7 @@ from holoprot.cli import app
 from holoprot.cli._reporting import print_error
 from holoprot.model.weights import model_files, resolve_weights
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 PDB = EXAMPLES / "1hvr.pdb"  # chains A and B
 CIF = EXAMPLES / "4zhl.cif"
 FAST = ["--workers", "0"]

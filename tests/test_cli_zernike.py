@@ -23,7 +23,7 @@ from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 DATA = Path(__file__).parent / "data" / "structures"
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 runner = CliRunner()
 
 

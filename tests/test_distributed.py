@@ -30,8 +30,8 @@ from holoprot.embedding.distributed import embed_dataset  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 GOOD = [
-    ROOT / "examples" / "1hvr.pdb",
-    ROOT / "examples" / "1a28.pdb.gz",
+    ROOT / "examples" / "structures" / "1hvr.pdb",
+    ROOT / "examples" / "structures" / "1a28.pdb.gz",
     ROOT / "tests" / "data" / "structures" / "1a8o.pdb",
     ROOT / "tests" / "data" / "structures" / "1gbt.cif",
 ]

@@ -32,7 +32,7 @@ from holoprot.model import HVAE, HVAEConfig, save_model
 from holoprot.zernike.neighborhoods import extract_neighborhoods
 
 DATA = Path(__file__).parent / "data" / "structures"
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 runner = CliRunner()
 
 

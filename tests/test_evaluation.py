@@ -45,7 +45,7 @@ from holoprot.evaluation import (
 from holoprot.io.structure import read_structure, structure_id
 from holoprot.zernike.basis import ZernikeBasis
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 LS = ZernikeBasis().layout()["l"]
 Blobs = Callable[..., tuple[np.ndarray, np.ndarray]]
 

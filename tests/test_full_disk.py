@@ -27,7 +27,7 @@ from holoprot.io.output import ResidueTableWriter
 from holoprot.io.staging import no_space_reason
 
 DATA = Path(__file__).parent / "data" / "structures"
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 # parts of ≈ 0.36, 1.0 and 1.2 MB (70, 198 and 223 residues), 2.6 MB merged
 FILES = [DATA / "1a8o.pdb", EXAMPLES / "1hvr.pdb", DATA / "1gbt.cif"]
 MID_RUN = 700_000  # the first part fits, the second does not

@@ -30,7 +30,7 @@ from holoprot.io.output import (
 from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, read_metadata, vector_field
 
 ROOT = Path(__file__).parents[1]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "structures"
 DATA = Path(__file__).parent / "data" / "structures"
 SCHEMA = pa.schema([*IDENTITY_SCHEMA, vector_field("latent", 8)])
 META = file_metadata({"test": True})

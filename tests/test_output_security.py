@@ -26,7 +26,7 @@ from holoprot.io.output import (
     dataset_files,
 )
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 PDB = EXAMPLES / "1hvr.pdb"
 ZERNIKE = ["zernike", str(PDB), "--workers", "0"]
 

@@ -24,7 +24,7 @@ from holoprot.io.tables import read_metadata
 from holoprot.model.weights import DEFAULT_WEIGHTS, PACKAGE_WEIGHTS
 
 ROOT = Path(__file__).parents[1]
-STRUCTURE = ROOT / "examples" / "1hvr.pdb"
+STRUCTURE = ROOT / "examples" / "structures" / "1hvr.pdb"
 
 pytestmark = pytest.mark.skipif(
     not (PACKAGE_WEIGHTS / f"{DEFAULT_WEIGHTS}.safetensors").is_file(),

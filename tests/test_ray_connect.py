@@ -18,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-PDB = Path(__file__).parents[1] / "examples" / "1hvr.pdb"
+PDB = Path(__file__).parents[1] / "examples" / "structures" / "1hvr.pdb"
 RAY_NOISE = ("INFO", "streaming_executor", "logging_progress", "core_worker", "gcs_client", " W ")
 
 

@@ -19,7 +19,7 @@ from holoprot.errors import InputError
 from holoprot.io.structure import read_structure
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 REAL = {
     "pdb": (EXAMPLES / "1hvr.pdb").read_bytes(),
     "mmcif": (EXAMPLES / "4zhl.cif").read_bytes(),

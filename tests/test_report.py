@@ -11,7 +11,7 @@ import numpy as np
 
 from holoprot.search.report import ReportEntry, ReportQuery, html_report, write_report
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 
 
 def _environment(chain: str, number: int, shift: float) -> str:

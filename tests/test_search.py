@@ -1,7 +1,7 @@
 """Microenvironment search: exact and HNSW indexes over real latents, queries, files, the CLI.
 
-The latents are those of the small public structures in tests/data/structures and examples/,
-embedded once per session with the shipped weights.
+The latents are those of the small public structures in tests/data/structures and
+examples/structures/, embedded once per session with the shipped weights.
 """
 
 from __future__ import annotations

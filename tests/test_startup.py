@@ -21,7 +21,7 @@ from holoprot.zernike.monomials import SH_TABLE_LMAX, monomials_to_sh, solve_mon
 from holoprot.zernike.pipeline import ProjectionSettings, default_workers, project_file
 
 ROOT = Path(__file__).parents[1]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "structures"
 COMMANDS = ["zernike", "embed", "train", "train-affinity", "predict-affinity"]
 
 

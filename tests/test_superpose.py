@@ -1,8 +1,8 @@
 """Superposing search hits with their learned frames (holoprot.search.superpose, --superpose).
 
-The embeddings are those of the bundled structures (examples/ and tests/data/structures but the
-6,608-residue unit cell), made once per session by `holoprot embed --frames` with the shipped
-weights.
+The embeddings are those of the bundled structures (examples/structures/ and tests/data/structures
+but the 6,608-residue unit cell), made once per session by `holoprot embed --frames` with the
+shipped weights.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from holoprot.training.trainer import TrainSettings, input_norm_constant
 from holoprot.zernike.pipeline import ProjectionSettings
 
 DATA = Path(__file__).parent / "data" / "structures"
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[1] / "examples" / "structures"
 FILES = [EXAMPLES / "1hvr.pdb", EXAMPLES / "4zhl.cif", DATA / "1a8o.pdb", DATA / "1gbt.cif"]
 SMALL = {
     "latent_dim": 4,

@@ -24,7 +24,11 @@ SLICE_TRAIN = (
     "tests/data/structures/1gbt.cif",
     "tests/data/structures/1lcd_nmr.cif.gz",
 )
-SLICE_TEST = ("examples/1a28.pdb.gz", "examples/1hvr.pdb", "examples/4zhl.cif")
+SLICE_TEST = (
+    "examples/structures/1a28.pdb.gz",
+    "examples/structures/1hvr.pdb",
+    "examples/structures/4zhl.cif",
+)
 
 
 def slice_probe(embedder: Embedder, seed: int = 0, root: str | os.PathLike = _REPO) -> dict:
