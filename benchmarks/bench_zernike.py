@@ -10,8 +10,23 @@ a. Projection alone: neighbourhoods/s of ``ZernikeBasis().project_neighborhoods(
    concatenated (the pool is repeated when it is smaller than a chunk; values do not change the
    work). One timed run projects every batch once; the figure is neighbourhoods / median run time
    over ``--repeats`` runs after one untimed warm-up run (``time.perf_counter``; CUDA synchronised
-   before each clock read). Mean atoms per neighbourhood (all atoms, and atoms in the C/N/O/S
-   channels) are printed; BASELINE.md's 2fe3 had 130.6.
+   before each clock read); the process's CPU time (all its threads) over the same runs gives a
+   second figure, less sensitive to other programs on the machine (neighbourhoods per
+   CPU-second, i.e. per busy core; threads that spin while waiting count too). Mean atoms
+   per neighbourhood (all atoms, and atoms in the C/N/O/S channels) are printed; BASELINE.md's
+   2fe3 had 130.6.
+
+   Achieved GFLOP/s of the CPU kernel (`holoprot.zernike._kernel_cpu`) count its two matrix
+   products, a multiply-add as 2 FLOP: per atom in a channel 2·Σ_i k_end[i] (the moments; 854
+   at the defaults), per non-empty (neighbourhood, channel) the radial change of basis
+   2·Σ_i (i+1)·k_end[i] (4,180), k_end[i] the harmonics (l, m) with a radial order n = l + 2i; the
+   per-atom elementwise work (radius, weight, Chebyshev and harmonic recurrences, about 250 FLOP)
+   is not counted. They are set against measured 4096 × 4096 × 4096 fp32 and fp64 matmuls
+   (torch) on the same threads.
+
+   ``--compare-base PATH`` times, in two fresh processes with the same neighbourhoods, batches and
+   timing code, the projection of the code at PATH (``PYTHONPATH=PATH``, e.g. a git worktree of
+   an earlier commit) and of this checkout; it prints both rates and their ratio.
 
 b. Files → coefficients: residues/s of ``holoprot.zernike.pipeline.iter_projected(paths,
    ProjectionSettings(), workers=W)`` for each W in ``--workers``, consuming (and dropping) every
@@ -35,6 +50,7 @@ Files that fail to parse are counted and skipped.
     python benchmarks/bench_zernike.py [--structures DIR ...] [--max-files 50] [--repeats 3]
         [--threads 2] [--device cpu|cuda] [--workers 0,1,2] [--chunks 100,10000]
         [--memory-multipliers 1,2,4] [--memory-workers 2] [--parts a,b,c]
+        [--compare-base /work/base]
 
 Every result is also printed as a Markdown table row for benchmarks/RESULTS.md. Timings are not
 checked against anything.
@@ -52,11 +68,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import cpu_model, default_structures, mb, row, structure_files
+from common import REPO, cpu_model, default_structures, mb, row, structure_files
 
 REFERENCE = {
     "whole": "537–561 (HV encoder, whole protein, 2fe3)",
@@ -72,64 +89,195 @@ def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _median_seconds(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median wall time of `repeats` calls of fn after one untimed warm-up call."""
+def _median_seconds(
+    fn: Callable[[], None], repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median wall time and median process CPU time of `repeats` calls of fn after one untimed
+    warm-up call."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 4096) -> float:
+    """GFLOP/s of the best of 3 ``n × n × n`` CPU matmuls (after one warm-up)."""
+    a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 # ---- part a: projection alone ------------------------------------------------------------------
 
 
-def _concat(parts: list) -> object:
-    """One ragged Neighborhoods holding all neighbourhoods of `parts`, in order."""
-    from holoprot.zernike.neighborhoods import Neighborhoods
+@dataclass(frozen=True)
+class Batch:
+    """The fields of a `Neighborhoods` batch that ``project_neighborhoods`` reads: offsets (M + 1,),
+    coords (A, 3) Å, element (A,) symbols."""
 
+    offsets: np.ndarray
+    coords: np.ndarray
+    element: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def _concat(parts: list[Batch]) -> Batch:
+    """One ragged batch holding all neighbourhoods of `parts`, in order."""
     offsets = [np.zeros(1, dtype=np.int64)]
     base = 0
     for nbh in parts:
         offsets.append(nbh.offsets[1:] + base)
         base += int(nbh.offsets[-1])
-    return Neighborhoods(
-        residue_index=np.concatenate([n.residue_index for n in parts]),
+    return Batch(
         offsets=np.concatenate(offsets),
         coords=np.concatenate([n.coords for n in parts]),
         element=np.concatenate([n.element for n in parts]),
-        atom_index=np.concatenate([n.atom_index for n in parts]),
-        skipped=np.zeros(0, dtype=np.int64),
-        radius=parts[0].radius,
     )
 
 
-def _slice(nbh: object, start: int, stop: int) -> object:
+def _slice(nbh: Batch, start: int, stop: int) -> Batch:
     """Neighbourhoods start…stop−1 of a ragged batch, as their own batch."""
-    from holoprot.zernike.neighborhoods import Neighborhoods
-
     a0, a1 = int(nbh.offsets[start]), int(nbh.offsets[stop])
-    return Neighborhoods(
-        residue_index=nbh.residue_index[start:stop],
-        offsets=nbh.offsets[start : stop + 1] - a0,
-        coords=nbh.coords[a0:a1],
-        element=nbh.element[a0:a1],
-        atom_index=nbh.atom_index[a0:a1],
-        skipped=np.zeros(0, dtype=np.int64),
-        radius=nbh.radius,
+    return Batch(nbh.offsets[start : stop + 1] - a0, nbh.coords[a0:a1], nbh.element[a0:a1])
+
+
+def batch_sets(structures: list[Batch], chunks: list[int]) -> list[tuple[str, list[Batch], str]]:
+    """(label, batches, note) per timed case: one batch per structure, then fixed chunks of each
+    size cut from all structures concatenated (the pool repeated when smaller than a chunk)."""
+    pool = _concat(structures)
+    sets = [("whole structure per call", structures, "")]
+    for size in chunks:
+        source, note = pool, ""
+        if len(pool) < size:
+            source = _concat([pool] * -(-size // len(pool)))
+            note = f", pool of {len(pool):,} repeated"
+        batches = [_slice(source, i * size, (i + 1) * size) for i in range(len(source) // size)]
+        sets.append((f"chunks of {size:,}", batches, note))
+    return sets
+
+
+def time_projection(
+    structures: list[Batch], chunks: list[int], repeats: int, device: torch.device, backend: str
+) -> list[dict]:
+    """Per case of `batch_sets`: neighbourhoods per run, median wall and CPU seconds per run."""
+    from holoprot.zernike.basis import ZernikeBasis
+
+    basis = ZernikeBasis()
+    results = []
+    for label, batches, note in batch_sets(structures, chunks):
+
+        def fn(batches: list[Batch] = batches) -> None:
+            with torch.no_grad():
+                for b in batches:
+                    basis.project_neighborhoods(b, device=device, backend=backend)
+
+        wall, cpu = _median_seconds(fn, repeats, device)
+        n = sum(len(b) for b in batches)
+        results.append({"label": label, "note": note, "n": n, "wall": wall, "cpu": cpu})
+    return results
+
+
+def kernel_flops(basis: object, pool: Batch) -> float:
+    """FLOP of the CPU kernel's two matrix products over `pool` (module docstring, part a)."""
+    k_end = basis._cpu_kernel_tables()["k_end"]
+    per_atom = 2 * float(np.sum(k_end))
+    per_group = 2 * float(np.sum((np.arange(len(k_end)) + 1) * k_end))
+    channel = basis.channel_index(pool.element)
+    seg = np.repeat(np.arange(len(pool)), np.diff(pool.offsets))[channel >= 0]
+    groups = len(np.unique(seg * len(basis.channels) + channel[channel >= 0]))
+    return per_atom * len(seg) + per_group * groups
+
+
+def child_time_projection(spec_path: str) -> None:
+    """Child mode of --compare-base: time the projection of the saved neighbourhoods with whatever
+    `holoprot` this process imports, and write a JSON result."""
+    import holoprot
+
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    with np.load(spec["neighbourhoods"], allow_pickle=False) as saved:
+        structures = [
+            Batch(saved[f"offsets{i}"], saved[f"coords{i}"], saved[f"element{i}"])
+            for i in range(spec["n_structures"])
+        ]
+    results = time_projection(
+        structures, spec["chunks"], spec["repeats"], torch.device("cpu"), spec["backend"]
     )
+    Path(spec["result"]).write_text(json.dumps({"holoprot": holoprot.__file__, "cases": results}))
 
 
-def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
+def compare_base(
+    structures: list[Batch], args: argparse.Namespace, rows: list[str], tmp: Path
+) -> None:
+    """Time the projection of --compare-base's code and of this checkout, each in a fresh
+    process on the same neighbourhoods; print both rates and their ratio."""
+    saved = tmp / "neighbourhoods.npz"
+    arrays = {}
+    for i, s in enumerate(structures):
+        arrays |= {f"offsets{i}": s.offsets, f"coords{i}": s.coords, f"element{i}": s.element}
+    np.savez(saved, **arrays)
+    runs = {}
+    for name, path in (("base", args.compare_base), ("this", str(REPO))):
+        spec, out = tmp / f"spec_{name}.json", tmp / f"result_{name}.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "neighbourhoods": str(saved),
+                    "n_structures": len(structures),
+                    "chunks": _int_list(args.chunks),
+                    "repeats": args.repeats,
+                    "threads": args.threads,
+                    "backend": args.backend,
+                    "result": str(out),
+                }
+            )
+        )
+        env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(args.threads)}
+        cmd = [sys.executable, __file__, "--child-projection", str(spec)]
+        subprocess.run(cmd, check=True, env=env)
+        runs[name] = json.loads(out.read_text())
+    print(
+        f"   --compare-base (cpu, backend {args.backend}, fresh process each):"
+        f" base {runs['base']['holoprot']}, this {runs['this']['holoprot']}"
+    )
+    for base, this in zip(runs["base"]["cases"], runs["this"]["cases"], strict=True):
+        wall0, wall1 = base["n"] / base["wall"], this["n"] / this["wall"]
+        cpu0, cpu1 = base["n"] / base["cpu"], this["n"] / this["cpu"]
+        text = (
+            f"{wall1:,.0f} nbhd/s (base {wall0:,.0f}, {wall1 / wall0:.2f}×); per CPU-second"
+            f" {cpu1:,.0f} (base {cpu0:,.0f}, {cpu1 / cpu0:.2f}×)"
+        )
+        print(f"   {this['label']}: {text}")
+        rows.append(
+            row(
+                f"projection vs {args.compare_base}, {this['label']} (cpu, {args.backend})",
+                f"{len(structures)} files, {this['n']:,} nbhd per run{this['note']}",
+                text,
+                "—",
+                "≥ 2× base",
+            )
+        )
+
+
+def part_a(paths: list[str], args: argparse.Namespace, rows: list[str], tmp: Path) -> None:
     from holoprot.errors import HoloprotError
     from holoprot.io.structure import read_structure
     from holoprot.zernike.basis import ZernikeBasis
@@ -146,7 +294,7 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
             failed += 1
             continue
         if len(nbh):
-            structures.append(nbh)
+            structures.append(Batch(nbh.offsets, nbh.coords, nbh.element))
     t_extract = time.perf_counter() - t0
     if not structures:
         print("a. no neighbourhoods extracted; skipping part a")
@@ -154,8 +302,8 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
     pool = _concat(structures)
     n_pool = len(pool)
     in_channel = basis.channel_index(pool.element) >= 0
-    seg = np.repeat(np.arange(n_pool), pool.n_atoms)
-    mean_all = float(pool.n_atoms.mean())
+    seg = np.repeat(np.arange(n_pool), np.diff(pool.offsets))
+    mean_all = float(np.diff(pool.offsets).mean())
     mean_ch = float(np.bincount(seg[in_channel], minlength=n_pool).mean())
     inputs = f"{len(structures)} files, {n_pool:,} nbhd, {mean_all:.1f} atoms/nbhd"
     print(
@@ -165,52 +313,41 @@ def part_a(paths: list[str], args: argparse.Namespace, rows: list[str]) -> None:
         f" {mean_all:.1f} (in C/N/O/S channels {mean_ch:.1f}); extraction took {t_extract:.1f} s"
         " (not timed)"
     )
-
-    def run(batches: list) -> Callable[[], None]:
-        def fn() -> None:
-            with torch.no_grad():
-                for b in batches:
-                    basis.project_neighborhoods(b, device=device, backend=args.backend)
-
-        return fn
-
-    t = _median_seconds(run(structures), args.repeats, device)
-    rate = n_pool / t
-    print(f"   whole structure per call: {rate:,.0f} nbhd/s (median run {t:.3f} s)")
-    rows.append(
-        row(
-            f"projection, whole structure per call ({device}, {args.backend})",
-            inputs,
-            f"{rate:,.0f} nbhd/s",
-            REFERENCE["whole"],
-            TARGET_PROJECTION,
-        )
-    )
-    for size in _int_list(args.chunks):
-        source, note = pool, ""
-        if n_pool < size:
-            source = _concat([pool] * -(-size // n_pool))
-            note = f", pool of {n_pool:,} repeated"
-        n_chunks = len(source) // size
-        batches = [_slice(source, i * size, (i + 1) * size) for i in range(n_chunks)]
-        n = sum(len(b) for b in batches)
-        t = _median_seconds(run(batches), args.repeats, device)
-        rate = n / t
+    kernel = device.type == "cpu" and args.backend in ("auto", "numba")
+    flop_per_nbhd = kernel_flops(basis, pool) / n_pool if kernel else 0.0
+    if kernel:
+        peaks = {d: matmul_gflops(d) for d in (torch.float32, torch.float64)}
         print(
-            f"   chunks of {size:,}: {rate:,.0f} nbhd/s ({n_chunks} chunks, {n:,} nbhd per run,"
-            f" median run {t:.3f} s{note})"
+            f"   kernel FLOP (matrix products): {flop_per_nbhd:,.0f} per neighbourhood"
+            f" ({flop_per_nbhd / mean_ch:,.0f} per atom in a channel); 4096³ matmul on"
+            f" {args.threads} threads: fp32 {peaks[torch.float32]:.0f} GFLOP/s,"
+            f" fp64 {peaks[torch.float64]:.0f} GFLOP/s"
         )
+    results = time_projection(
+        structures, _int_list(args.chunks), args.repeats, device, args.backend
+    )
+    references = {"whole structure per call": REFERENCE["whole"], "chunks of 100": REFERENCE["100"]}
+    for r in results:
+        rate, cpu_rate = r["n"] / r["wall"], r["n"] / r["cpu"]
+        gflops = f"; {rate * flop_per_nbhd / 1e9:.1f} GFLOP/s" if kernel else ""
+        print(
+            f"   {r['label']}: {rate:,.0f} nbhd/s ({r['n']:,} nbhd per run, median run"
+            f" {r['wall']:.3f} s{r['note']}); {cpu_rate:,.0f} nbhd per CPU-second{gflops}"
+        )
+        reference = references.get(r["label"], REFERENCE["chunk"])
         rows.append(
             row(
-                f"projection, chunks of {size:,} ({device}, {args.backend})",
-                f"{inputs}{note}",
-                f"{rate:,.0f} nbhd/s",
-                REFERENCE["100"] if size == 100 else REFERENCE["chunk"],
+                f"projection, {r['label']} ({device}, {args.backend})",
+                f"{inputs}{r['note']}",
+                f"{rate:,.0f} nbhd/s{gflops.replace(';', ',')}",
+                reference,
                 TARGET_PROJECTION,
             )
         )
     if device.type == "cuda":
         print(f"   peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 1024**2:,.0f} MB")
+    if args.compare_base:
+        compare_base(structures, args, rows, tmp)
 
 
 # ---- parts b and c: files → coefficients in fresh processes --------------------------------------
@@ -328,13 +465,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-multipliers", default="1,2,4")
     parser.add_argument("--memory-workers", default="2", help="part c worker counts")
     parser.add_argument("--parts", default="a,b,c")
+    parser.add_argument(
+        "--compare-base", metavar="PATH", help="part a: also time the code at PATH (PYTHONPATH)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-projection", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_project(args.child)
         return
+    if args.child_projection:
+        child_time_projection(args.child_projection)
+        return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
+    if args.compare_base and (args.device != "cpu" or not Path(args.compare_base).is_dir()):
+        parser.error("--compare-base needs --device cpu and a folder holding a holoprot package")
     torch.set_num_threads(args.threads)
     paths = structure_files(args.structures, args.max_files)
     if not paths:
@@ -346,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parts = set(args.parts.split(","))
     rows: list[str] = []
-    if "a" in parts:
-        part_a(paths, args, rows)
     with tempfile.TemporaryDirectory(prefix="bench_zernike_") as tmp:
+        if "a" in parts:
+            part_a(paths, args, rows, Path(tmp))
         if "b" in parts:
             part_b(paths, args, rows, Path(tmp))
         if "c" in parts:

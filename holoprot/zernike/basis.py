@@ -8,7 +8,8 @@ x̂ = x / r, the basis functions are
 with R_nl the radial polynomials of `holoprot.zernike.radial` (the reference's floor-division
 binomial constant, evaluated in float64 and only then cast to the output dtype) and Y_lm e3nn's
 real spherical harmonics with 'component' normalisation (Σ_m Y_lm² = 2l + 1, component order of
-l = 1 is (x, y, z), polar axis y), evaluated through monomials (`holoprot.zernike.monomials`).
+l = 1 is (x, y, z), polar axis y), evaluated through monomials (`holoprot.zernike.monomials`) by
+the torch backend and by a solid-harmonic recurrence in the CPU kernel (`_kernel_cpu`).
 
 With 'square' normalisation each atom contributes Z(x) / ‖Z(x)‖², ‖Z‖² summed over all
 single-channel basis functions (427 at lmax 6, nmax 20); with None atoms are summed as they are.
@@ -32,8 +33,8 @@ import numpy as np
 
 from holoprot._util.devices import use_numba
 from holoprot.zernike.layout import ZernikeLayout
-from holoprot.zernike.monomials import monomial_exponents, monomials, monomials_to_sh
-from holoprot.zernike.radial import radial_tables
+from holoprot.zernike.monomials import monomials, monomials_to_sh
+from holoprot.zernike.radial import chebyshev_tables, radial_tables
 
 if TYPE_CHECKING:
     import torch
@@ -106,9 +107,10 @@ class ZernikeBasis:
         object.__setattr__(self, "_tables", self._build_tables())
 
     def _build_tables(self) -> dict:
-        """Numerical tables of the projection (float64 values, int64 indices). Radial function i
-        is (radial_l[i], radial_n[i]), in the layout's order; radial_slices and mono_slices,
-        (lmax + 1, 2), are the [start, end) radial functions and monomials of each degree l."""
+        """Numerical tables of the torch projection (float64 values, int64 indices; the CPU
+        kernel's are `_cpu_kernel_tables`). Radial function i is (radial_l[i], radial_n[i]), in
+        the layout's order; radial_slices and mono_slices, (lmax + 1, 2), are the [start, end)
+        radial functions and monomials of each degree l."""
         lay = self._layout
         ls = np.arange(self.lmax + 1)
         coeffs, even = radial_tables(lay.radial_l, lay.radial_n, self.nmax)
@@ -117,7 +119,6 @@ class ZernikeBasis:
         n_mono = (ls + 1) * (ls + 2) // 2
         mono_end = np.cumsum(n_mono)
         return {
-            "cpu_kernel": self._cpu_kernel_tables(mono_to_sh, mono_end),
             "even_coeffs": even,  # (powers of ρ², n_radial)
             "radial_slices": np.stack([radial_end - lay.n_per_l, radial_end], axis=1),
             "radial_l_onehot": (lay.radial_l[:, None] == ls[None, :]) * (2.0 * ls + 1),
@@ -128,26 +129,31 @@ class ZernikeBasis:
             "coeffs": coeffs,  # (nmax + 1 powers of ρ, n_radial)
         }
 
-    def _cpu_kernel_tables(
-        self, mono_to_sh: list[np.ndarray], mono_end: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """The lookup tables `_kernel_cpu.project_segments` takes besides even_coeffs and
-        radial_l (shapes in its docstring); mono_end: (lmax + 1,) end of each degree's monomials."""
+    def _cpu_kernel_tables(self) -> dict[str, np.ndarray]:
+        """The tables `_kernel_cpu.project_segments` takes (shapes in its docstring), built on
+        first use (they need numba) and kept."""
+        if "cpu_kernel" in self._tables:
+            return self._tables["cpu_kernel"]
+        from holoprot.zernike._kernel_cpu import e3nn_harmonic_tables
+
         lay, lmax = self._layout, self.lmax
-        padded_c = np.zeros((lmax + 1, (lmax + 1) * (lmax + 2) // 2, 2 * lmax + 1))
-        for l, c in enumerate(mono_to_sh):
-            padded_c[l, : c.shape[0], : c.shape[1]] = c
-        # out_index[c, i, m + l]: flat index of channel c, radial function i and m; 0 past 2l + 1
-        l, n = lay.radial_l[None, :, None], lay.radial_n[None, :, None]
-        j = np.arange(2 * lmax + 1)
+        cheb, normsq = chebyshev_tables(self._tables["even_coeffs"], lay.radial_l)
+        l = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)  # degree of each k
+        m = np.arange((lmax + 1) ** 2) - l * (l + 1)
+        order = np.arange(cheb.shape[0])[:, None]  # i: radial order n = l + 2i
+        valid = order < lay.n_per_l[l]  # (J, K), a prefix of k in each row (K_l falls with l)
+        first = np.cumsum(lay.n_per_l) - lay.n_per_l  # first radial function of each degree
+        function = np.where(valid, first[l] + order, 0)
         channel = np.arange(len(self.channels))[:, None, None]
-        out_index = np.where(j < 2 * l + 1, lay.index(l, channel, n, j - l), 0)
-        return {
-            "mono_exp": monomial_exponents(lmax).astype(np.int64),
-            "mono_start": np.concatenate([[0], mono_end]).astype(np.int64),
-            "mono_to_sh": padded_c,
-            "out_index": out_index,
+        tables = {
+            "normsq": normsq,
+            "radial": np.where(valid[:, None, :], cheb[:, function].transpose(1, 0, 2), 0.0),
+            "k_end": valid.sum(axis=1),
+            "out_index": np.where(valid, lay.index(l, channel, l + 2 * order, m), 0),
+            **e3nn_harmonic_tables(lmax),
         }
+        self._tables["cpu_kernel"] = tables
+        return tables
 
     # ---- layout ---------------------------------------------------------------------------
     @property
@@ -200,15 +206,24 @@ class ZernikeBasis:
         """Channel of each atom from its full element symbol (any case), −1 if in no channel;
         (N,) int64."""
         element = np.asarray(element, dtype=str)
-        out = np.full(element.shape, -1, dtype=np.int64)
         if element.size == 0:
-            return out
+            return np.full(element.shape, -1, dtype=np.int64)
         codes = np.ascontiguousarray(element).reshape(-1).view(np.uint32)
         if np.any((codes >= ord("a")) & (codes <= ord("z"))):  # upper-casing is the slow part
             element = np.char.upper(element)
-        for index in reversed(range(len(self.channels))):  # the first listed wins on repeats
-            out[element == self.channels[index].upper()] = index
-        return out
+        element = np.ascontiguousarray(element)
+        # symbols of 1 or 2 characters (4 or 8 bytes of UCS-4) compare as one integer each
+        as_int = {4: np.uint32, 8: np.uint64}.get(element.dtype.itemsize)
+        keys = element.view(as_int) if as_int else element
+        first: dict[str, int] = {}
+        for index, symbol in enumerate(self.channels):
+            first.setdefault(symbol, index)  # the first listed wins on repeats
+        found = np.zeros(element.shape, dtype=np.int64)  # channel + 1, 0 for none
+        for symbol, index in first.items():
+            key = np.array(symbol, dtype=element.dtype)
+            if key == symbol:  # else longer than the array's symbols: no atom has it
+                found += (keys == (key.view(as_int) if as_int else key)) * (index + 1)
+        return found - 1
 
     def radial(self, rho: torch.Tensor) -> torch.Tensor:
         """R_nl(ρ) for ρ in [0, 1]: (A,) → (A, n_radial), in rho's dtype (use float64)."""
@@ -245,15 +260,17 @@ class ZernikeBasis:
         e3nn's Y_l are homogeneous polynomials of degree l. Writing Y_l(u) = M_l(u)·C_l with M_l
         the (l+1)(l+2)/2 monomials of degree l, a channel's sum is Σ_a w_a Q(a)ᵀ M_l(a) · C_l.
         The torch backend does one batched matrix product per l over the atoms of each (segment,
-        channel) group (padded); the numba backend accumulates the same moments per segment in
-        one fused loop (see `_kernel_cpu`). Both apply the small change of basis C_l
-        once per group instead of once per atom.
+        channel) group (padded) and applies the small change of basis C_l once per group instead
+        of once per atom. The numba backend (`_kernel_cpu`) sums Y_lm(u) themselves (a
+        recurrence) against Chebyshev polynomials of ρ² and turns those into the Q_nl once per
+        group.
         """
         import torch
 
         dtype = torch.float32 if dtype is None else dtype
         if use_numba(backend, coords.device.type == "cpu"):
-            return self._project_cpu(coords, channel, segment, n_segments, dtype)
+            arrays = (t.cpu().numpy() for t in (coords, channel, segment))
+            return self._project_cpu(*arrays, n_segments, dtype, coords.device)
         dev = coords.device
         n_ch = len(self.channels)
         keep = channel >= 0
@@ -274,31 +291,40 @@ class ZernikeBasis:
 
     def _project_cpu(
         self,
-        coords: torch.Tensor,
-        channel: torch.Tensor,
-        segment: torch.Tensor,
+        coords: np.ndarray,
+        channel: np.ndarray,
+        segment: np.ndarray,
         n_segments: int,
         dtype: torch.dtype,
+        device: str | torch.device,
     ) -> torch.Tensor:
-        """The numba backend of :meth:`project`, with as many threads as torch uses (one for
-        fewer than 64 neighbourhoods, where a parallel launch costs more than it saves)."""
+        """The numba backend of :meth:`project` on NumPy arrays (atoms of channel −1 dropped),
+        with as many threads as torch uses (one for fewer than 64 neighbourhoods, where a
+        parallel launch costs more than it saves); the result in `dtype` on `device`."""
         import torch
 
         from holoprot._util.devices import set_numba_threads
 
-        keep = (channel >= 0).cpu().numpy()
-        seg = segment.cpu().numpy()[keep]
+        keep = channel >= 0
+        if not keep.all():
+            coords, channel, segment = coords[keep], channel[keep], segment[keep]
         set_numba_threads(torch.get_num_threads() if n_segments >= 64 else 1)
-        xyz, ch = coords.cpu().numpy()[keep], channel.cpu().numpy()[keep]
-        out = self.project_arrays(xyz, ch, seg, n_segments)
-        return torch.from_numpy(out).to(device=coords.device, dtype=dtype)
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        out = self.project_arrays(coords, channel, segment, n_segments, np_dtype)
+        return torch.from_numpy(out).to(device=device, dtype=dtype)
 
     def project_arrays(
-        self, coords: np.ndarray, channel: np.ndarray, segment: np.ndarray, n_segments: int
+        self,
+        coords: np.ndarray,
+        channel: np.ndarray,
+        segment: np.ndarray,
+        n_segments: int,
+        dtype: type[np.floating] = np.float64,
     ) -> np.ndarray:
         """:meth:`project` on NumPy arrays with the numba kernel (no torch): coords (A, 3) Å,
-        channel (A,) in [0, n_channels), segment (A,) → (n_segments, dim) float64. Runs on the
-        numba threads the caller set (`holoprot._util.devices.set_numba_threads`)."""
+        channel (A,) in [0, n_channels), segment (A,) → (n_segments, dim) in `dtype` (np.float64
+        or np.float32; computed in float64, rounded once). Runs on the numba threads the caller
+        set (`holoprot._util.devices.set_numba_threads`)."""
         from holoprot.zernike._kernel_cpu import project_segments
 
         order = np.argsort(segment, kind="stable") if np.any(np.diff(segment) < 0) else slice(None)
@@ -306,12 +332,12 @@ class ZernikeBasis:
         ch = np.ascontiguousarray(channel[order], dtype=np.int64)
         counts = np.bincount(segment, minlength=n_segments)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        out = np.zeros((n_segments, self.dim))
-        t, k = self._tables, self._tables["cpu_kernel"]
+        out = np.empty((n_segments, self.dim), dtype=dtype)
+        t = self._cpu_kernel_tables()
         project_segments(
-            xyz, ch, offsets, float(self.rcut), self.normalization == "square", t["even_coeffs"],
-            t["radial_l"], k["mono_exp"], k["mono_start"], k["mono_to_sh"], k["out_index"],
-            len(self.channels), out,
+            xyz, ch, offsets, float(self.rcut), self.normalization == "square", t["normsq"],
+            t["radial"], t["k_end"], t["out_index"], t["p_row"], t["cs_row"], t["scale"],
+            self.lmax, out,
         )  # fmt: skip
         return out
 
@@ -383,6 +409,10 @@ class ZernikeBasis:
         import torch
 
         segment, channel = self._segments(nbh)
+        if use_numba(backend, torch.device(device).type == "cpu"):
+            dtype = torch.float32 if dtype is None else dtype
+            n = len(nbh.offsets) - 1
+            return self._project_cpu(nbh.coords, channel, segment, n, dtype, device)
         keep = channel >= 0
         return self.project(
             torch.as_tensor(nbh.coords[keep]).to(device),
@@ -400,9 +430,7 @@ class ZernikeBasis:
         segment, channel = self._segments(nbh)
         keep = channel >= 0
         n = len(nbh.offsets) - 1
-        return self.project_arrays(nbh.coords[keep], channel[keep], segment[keep], n).astype(
-            np.float32
-        )
+        return self.project_arrays(nbh.coords[keep], channel[keep], segment[keep], n, np.float32)
 
     def _segments(self, nbh: Neighborhoods) -> tuple[np.ndarray, np.ndarray]:
         """Neighbourhood index and channel of each atom of a ragged batch, both (A,) int64."""
