@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # e.g. `make run TORCH=torch` (any torch >= 2.2 works).
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install lint clean dssp chromium
+.PHONY: run test install lint clean dssp chromium docs
 
 $(BIN)/holoprot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ dssp:
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium not installed: the HTML report test will be skipped (apt-get install chromium)"
+
+# The documentation site (Sphinx) into build/docs, warnings as errors; it runs the gallery's
+# examples (those changed since the last build), writing their figures to out/examples/ too.
+# The affinity example runs on the full PDBbind-layout set when data/pdbbind holds it (the
+# published figures; minutes), else on the 4 bundled complexes (what CI's docs test does).
+PDBBIND ?= $(wildcard data/pdbbind)
+docs: $(BIN)/holoprot dssp
+	HOLOPROT_PDBBIND=$(PDBBIND) $(BIN)/python -m sphinx -b html -W --keep-going docs build/docs
+	@echo "open build/docs/index.html"
 
 lint: $(BIN)/holoprot
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -35,9 +35,9 @@ def _environment(chain: str, number: int, shift: float) -> str:
     return out.make_pdb_string()
 
 
-def _query() -> ReportQuery:
+def _query(ranks: tuple[int, ...] = (1, 2, 3)) -> ReportQuery:
     entries = [ReportEntry("1hvr:A:25 ASP", _environment("A", 25, 0.0), ("A", 25))]
-    for rank in (1, 2, 3):
+    for rank in ranks:
         entries.append(
             ReportEntry(
                 f"1hvr:B:{24 + rank}",
@@ -56,6 +56,15 @@ def test_page_is_self_contained() -> None:
     assert "$3Dmol" in page and "<script src" not in page and "http" not in page.split("<body")[0]
     assert page.count('class="query"') == 1 and page.count("data-index=") == 4
     assert "</script" not in page.split("<script>", 1)[1].split("</script>")[0]  # viewer intact
+
+
+def test_hits_with_rank_gaps_span_the_colour_ramp() -> None:
+    """A hit whose structure file was not found is left out of the report, so the shown ranks can
+    have gaps (here 1, 3, 7): the page is still made and the shown hits span the whole ramp, best
+    dark, worst light (it raised IndexError before)."""
+    page = html_report([_query((1, 3, 7))])
+    swatches = [part.split('"')[0] for part in page.split('style="background:')[1:]]
+    assert swatches == ["#9a9a9a", "#440154", "#26828e", "#fde725"]
 
 
 def test_report_renders_in_headless_chromium(render_page, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ class ForestEnsemble(RegressorMixin, BaseEstimator):
         best_params_: the chosen grid point.
         grid_scores_: [{"params":..., "val_rmse":...}] for every grid point.
         seeds_: (K,) the seeds of the ensemble's forests.
-        forests_: the K fitted `RandomForestRegressor`s.
+        forests_: the K fitted forests (`RandomForestRegressor`).
     """
 
     def __init__(

@@ -24,7 +24,7 @@ def pocket_residues(
     Args:
         structure: the protein (or pocket) structure.
         ligand_coords: (L, 3) Å ligand heavy-atom coordinates, same frame as `structure`.
-        cutoff: Å, a residue is in the pocket when min |Cα − ligand atom| <= cutoff.
+        cutoff: Å, a residue is in the pocket when ``min |Cα − ligand atom| <= cutoff``.
     """
     if not cutoff > 0:
         raise ValueError(f"pocket cutoff must be positive, got {cutoff}")

@@ -26,7 +26,7 @@ def latent_invariance(
     Each of ``n_rotations`` uniformly random rotations R (with a random translation, σ = 10 Å)
     is applied to the atom coordinates; neighbourhoods are re-extracted, re-projected in float32
     and encoded. Returns ``max`` and ``mean`` of ‖z_R − z‖ / ‖z‖ over residues and rotations,
-    ``frame_error_max`` = max |F_R − F·Rᵀ| (frames rotate with the atoms; rows x̂, ŷ, ẑ),
+    ``frame_error_max`` = ``max |F_R − F·Rᵀ|`` (frames rotate with the atoms; rows x̂, ŷ, ẑ),
     ``n_residues`` and ``n_rotations``.
     """
     rng = np.random.default_rng(seed)

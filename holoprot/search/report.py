@@ -69,17 +69,15 @@ document.body.dataset.errors = "";
 window.addEventListener("error", function (e) {
   document.body.dataset.errors += (e.message || "error") + "\\n";
 });
-function rankColour(rank, n) {
-  if (rank === 0) return "#9a9a9a";
-  const t = n > 1 ? (rank - 1) / (n - 1) : 0;
-  return VIRIDIS[Math.round(t * (VIRIDIS.length - 1))];
+function rankColour(entry) {
+  if (entry.rank === 0) return "#9a9a9a";
+  return VIRIDIS[Math.round(entry.shade * (VIRIDIS.length - 1))];
 }
 function draw(element, entries) {
   const viewer = $3Dmol.createViewer(element, {backgroundColor: "white"});
-  const n = entries.length - 1;
   const models = entries.map(function (entry) {
     const model = viewer.addModel(entry.model, entry.fmt);
-    const colour = rankColour(entry.rank, n);
+    const colour = rankColour(entry);
     const centre = {chain: entry.centre[0], resi: entry.centre[1]};
     model.setStyle({}, {line: {color: colour}});
     model.setStyle(centre, {stick: {color: colour, radius: entry.rank === 0 ? 0.25 : 0.15}});
@@ -114,12 +112,11 @@ def _cell(value: float | str) -> str:
 
 def _query_html(index: int, query: ReportQuery) -> str:
     entries = list(query.entries)
-    n = len(entries) - 1
+    shades = _shades([e.rank for e in entries])
     names = sorted({k for e in entries for k in e.columns})
     head = "".join(f"<th>{html.escape(k)}</th>" for k in names)
     rows = []
-    for i, e in enumerate(entries):
-        t = (e.rank - 1) / (n - 1) if n > 1 and e.rank else 0.0
+    for i, (e, t) in enumerate(zip(entries, shades, strict=True)):
         swatch = "#9a9a9a" if e.rank == 0 else None
         cells = "".join(f"<td>{_cell(e.columns.get(k, ''))}</td>" for k in names)
         box = f'<input type="checkbox" checked data-index="{i}">'
@@ -136,9 +133,10 @@ def _query_html(index: int, query: ReportQuery) -> str:
                 "model": e.model,
                 "fmt": e.fmt,
                 "rank": e.rank,
+                "shade": t,
                 "centre": [e.centre[0], int(e.centre[1])],
             }
-            for e in entries
+            for e, t in zip(entries, shades, strict=True)
         ]  # fmt: skip
     ).replace("</", "<\\/")  # never close the script element from inside the data
     return (
@@ -154,6 +152,15 @@ _VIRIDIS = [
     "#440154", "#482878", "#3e4989", "#31688e", "#26828e",
     "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725",
 ]  # fmt: skip
+
+
+def _shades(ranks: Sequence[int]) -> list[float]:
+    """Position of each hit on the colour ramp, 0 (best shown hit) to 1 (worst), by rank order
+    among the hits shown (ranks may have gaps where a hit's structure was not found); 0 for the
+    query (rank 0)."""
+    order = sorted(r for r in ranks if r)
+    last = max(len(order) - 1, 1)
+    return [order.index(r) / last if r else 0.0 for r in ranks]
 
 
 def _ramp(t: float) -> str:

@@ -1,6 +1,7 @@
 """Training loop for the H-(V)AE: Adam, the reference's schedules, checkpoints, exact resume.
 
-Run folder layout:
+Run folder layout::
+
   ``checkpoint.safetensors`` / ``checkpoint.json``  last checkpoint (model, Adam state, torch RNG,
                                                    position in the epoch), every N steps
   ``best.safetensors`` / ``best.json``              model with the lowest validation loss
