@@ -1,10 +1,14 @@
-"""Choosing the torch device (`auto` means a CUDA GPU when one is present, else the CPU) and the
-threads of the numba CPU kernels."""
+"""Choosing the torch device (`auto` means a CUDA GPU when one is present, else the CPU), the
+threads of the numba CPU kernels, and whether a device has bfloat16 matmuls in hardware."""
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from holoprot.errors import HoloprotError
@@ -56,3 +60,71 @@ def use_numba(backend: str, numba_applies: bool) -> bool:
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
     return backend == "numba" or (backend == "auto" and numba_applies)
+
+
+#: CPU feature flags under which bfloat16 matmuls run in hardware: x86 AVX-512 BF16 and AMX-BF16
+#: (Linux ``/proc/cpuinfo`` names), Arm's BF16 extension (``bf16`` in ``/proc/cpuinfo``'s
+#: Features on Linux; FEAT_BF16 on macOS, see :func:`parse_sysctl_flags`).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def parse_cpuinfo_flags(text: str) -> frozenset[str]:
+    """The feature flags of the first processor in a Linux ``/proc/cpuinfo`` text: its ``flags``
+    line (x86) or ``Features`` line (Arm), lower-cased; empty if there is neither."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            return frozenset(value.lower().split())
+    return frozenset()
+
+
+def parse_sysctl_flags(text: str) -> frozenset[str]:
+    """Feature flags from macOS ``sysctl hw.optional.arm`` output: each ``…FEAT_<NAME>: 1`` line
+    gives ``<name>`` lower-cased (``FEAT_BF16`` → ``bf16``); lines with 0 are left out."""
+    flags = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        name = key.strip().rpartition(".")[2]
+        if sep and value.strip() == "1" and name.upper().startswith("FEAT_"):
+            flags.add(name[len("FEAT_") :].lower())
+    return frozenset(flags)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags: Linux ``/proc/cpuinfo``, else macOS ``sysctl``; empty
+    where neither can be read."""
+    try:
+        return parse_cpuinfo_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        pass
+    if sys.platform != "darwin":
+        return frozenset()
+    try:
+        result = subprocess.run(
+            ["sysctl", "hw.optional.arm"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return parse_sysctl_flags(result.stdout)
+
+
+def cpu_has_bf16(flags: Iterable[str]) -> bool:
+    """Whether a CPU with these feature `flags` multiplies bfloat16 in hardware."""
+    return not BF16_CPU_FLAGS.isdisjoint(flags)
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware (so that
+    ``HVAE.encode(x, precision="bf16")`` can be faster than fp32 there): a CPU with one of
+    :data:`BF16_CPU_FLAGS` (:func:`cpu_flags`), a CUDA GPU of compute capability 8.0 or more;
+    False for other devices. Elsewhere torch computes bf16 matmuls in software, slower than fp32.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cpu":
+        return cpu_has_bf16(cpu_flags())
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return False
