@@ -33,21 +33,29 @@ if TYPE_CHECKING:  # imported by the commands that use them
     import pyarrow as pa
 
     from holoprot.io.output import ResidueTableWriter
-    from holoprot.zernike.pipeline import FailedInput
+    from holoprot.zernike.pipeline import FailedInput, TableChunk
 
 __all__ = ["EXIT_SKIPPED", "embed", "zernike"]
 
+#: Residues of a file projected at once (hidden: for benchmarks and tests; the rows do not depend
+#: on it, memory does: README "Memory").
+ChunkOpt = Annotated[
+    int | None,
+    typer.Option(hidden=True, help="Residues of a file projected at once (default 2048)."),
+]
+
 
 def stream_to_parquet(
-    tables: Iterable[pa.Table | FailedInput],
+    tables: Iterable[TableChunk | FailedInput],
     writer: ResidueTableWriter,
     order: list[str],
     n_todo: int,
     what: str,
     skip_errors: bool,
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Write each input's table (with a progress bar), then commit the output in input `order`
-    and print a one-line summary (files, residues, seconds, residues/s, output size).
+    """Write each input's rows as they come, a chunk at a time (with a progress bar), then
+    commit the output in input `order` and print a one-line summary (files, residues, seconds,
+    residues/s, output size).
 
     A failed input stops the run (HoloprotError, nothing committed) unless `skip_errors`;
     returns the rows in the output and the skipped (source, message) pairs.
@@ -60,15 +68,17 @@ def stream_to_parquet(
     with progress_bar(n_todo, what) as bar:
         task = bar.add_task("files", total=n_todo, rate="")
         for item in tables:
-            bar.advance(task)
             if isinstance(item, FailedInput):
                 if not skip_errors:
                     raise HoloprotError(item.message)
+                bar.advance(task)
                 failures.append((item.source, item.message))
                 continue
-            writer.write(item)
-            residues += item.num_rows
-            files += 1
+            writer.write(item.table, last=item.last)
+            residues += item.table.num_rows
+            if item.last:
+                files += 1
+                bar.advance(task)
             rate = residues / max(time.perf_counter() - start, 1e-9)
             bar.update(task, rate=f"{residues:,} residues, {rate:,.0f} residues/s")
     rows = writer.commit(order)
@@ -126,6 +136,7 @@ def zernike(
     skip_errors: SkipErrorsOpt = False,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    chunk_residues: ChunkOpt = None,
 ) -> None:
     """Project every residue's neighbourhood onto 3D Zernike functions; one Parquet row each."""
     import pyarrow as pa
@@ -134,13 +145,20 @@ def zernike(
     from holoprot.io.inputs import check_unique_ids, expand_inputs
     from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
     from holoprot.zernike.basis import ZernikeBasis
-    from holoprot.zernike.pipeline import FailedInput, ProjectionSettings, iter_projected
+    from holoprot.zernike.pipeline import (
+        CHUNK_RESIDUES,
+        FailedInput,
+        ProjectionSettings,
+        TableChunk,
+        iter_projected_chunks,
+    )
 
     with user_errors():
         check_number("--radius", radius, above=0)
         check_number("--lmax", lmax, minimum=0)
         check_number("--nmax", nmax, minimum=0)
         check_number("--workers", workers, minimum=0)
+        check_number("--chunk-residues", chunk_residues, minimum=1)
         check_output_file(output, overwrite=overwrite, resume=resume)
         try:
             basis = ZernikeBasis(lmax, nmax, radius, parse_channels(channels))
@@ -150,14 +168,15 @@ def zernike(
             raise HoloprotError(f"--dtype {dtype}: expected float32 or float16")
         paths = [str(p) for p in expand_inputs(inputs)]
         check_unique_ids(paths)
-        settings = ProjectionSettings(basis=basis, radius=radius, model=model)
+        chunk = CHUNK_RESIDUES if chunk_residues is None else chunk_residues
+        settings = ProjectionSettings(basis=basis, radius=radius, model=model, chunk_residues=chunk)
         schema = pa.schema([*IDENTITY_SCHEMA, vector_field("coefficients", basis.dim, dtype)])
         meta = file_metadata({"basis": basis.metadata(), "radius": radius, "model": model})
         writer = open_writer(output, schema, meta, paths, resume)
         todo = [p for p in paths if p not in writer.done]
 
-        def tables() -> Iterator[pa.Table | FailedInput]:
-            for item in iter_projected(todo, settings, workers=workers):
+        def tables() -> Iterator[TableChunk | FailedInput]:
+            for item in iter_projected_chunks(todo, settings, workers=workers):
                 if isinstance(item, FailedInput):
                     yield item
                     continue
@@ -165,7 +184,8 @@ def zernike(
                     coefficients = vector_array(item.coefficients, dtype)
                 except ValueError as exc:
                     raise HoloprotError(f"{item.source}: {exc}; use --dtype float32") from exc
-                yield item.identity.append_column(schema.field("coefficients"), [coefficients])
+                table = item.identity.append_column(schema.field("coefficients"), [coefficients])
+                yield TableChunk(item.source, table, item.last)
 
         _, failures = stream_to_parquet(tables(), writer, paths, len(todo), "zernike", skip_errors)
         report_skipped(failures)
@@ -207,6 +227,7 @@ def embed(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Ray's own logs and progress (--engine ray).")
     ] = False,
+    chunk_residues: ChunkOpt = None,
 ) -> None:
     """Embed every residue's neighbourhood with the H-(V)AE encoder; one Parquet row each."""
     if engine != "local":
@@ -224,6 +245,7 @@ def embed(
             address,
             gpus_per_worker,
             verbose,
+            chunk_residues,
         )
         return
     import torch
@@ -231,13 +253,16 @@ def embed(
     from holoprot.cli._checks import parse_chains
     from holoprot.embedding.embedder import Embedder, encoder_threads, encoder_workers
     from holoprot.io.inputs import check_unique_ids, expand_inputs
+    from holoprot.zernike.pipeline import CHUNK_RESIDUES
 
     with user_errors():
         check_number("--workers", workers, minimum=0)
+        check_number("--chunk-residues", chunk_residues, minimum=1)
         size: int | str = batch_size if batch_size == "auto" else _positive_int(batch_size)
         chain_list = parse_chains(chains)
         check_output_file(output, overwrite=overwrite, resume=resume)
-        embedder = Embedder(weights, device, size)
+        chunk = CHUNK_RESIDUES if chunk_residues is None else chunk_residues
+        embedder = Embedder(weights, device, size, chunk_residues=chunk)
         paths = [str(p) for p in expand_inputs(inputs)]
         check_unique_ids(paths)
         if device == "auto" and not torch.cuda.is_available():
@@ -249,7 +274,7 @@ def embed(
         schema = embedder.schema(frames)
         writer = open_writer(output, schema, schema.metadata, paths, resume)
         todo = [p for p in paths if p not in writer.done]
-        tables = embedder.iter_files(
+        tables = embedder.iter_chunks(
             todo, model=model, chains=chain_list, frames=frames, workers=workers
         )
         _, failures = stream_to_parquet(tables, writer, paths, len(todo), "embed", skip_errors)
@@ -271,6 +296,7 @@ def embed_on_ray(
     address: str | None,
     gpus_per_worker: float | None,
     verbose: bool,
+    chunk_residues: int | None,
 ) -> None:
     """`holoprot embed --engine ray`: a Parquet dataset in the folder `output`; failed inputs
     are listed (exit status 3) and never stop the run."""
@@ -280,6 +306,7 @@ def embed_on_ray(
     with user_errors():
         if engine != "ray":
             raise HoloprotError(f"--engine {engine}: expected local or ray")
+        check_number("--chunk-residues", chunk_residues, minimum=1)
         size = 512 if batch_size == "auto" else _positive_int(batch_size)
         result = embed_dataset(
             inputs,
@@ -294,6 +321,7 @@ def embed_on_ray(
             batch_size=size,
             resume=resume,
             verbose=verbose,
+            **({} if chunk_residues is None else {"chunk_residues": chunk_residues}),
         )
         kept = f", {result.resumed} input(s) already there" if result.resumed else ""
         stderr.print(

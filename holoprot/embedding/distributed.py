@@ -4,17 +4,25 @@ One streamed Ray Data dataset:
 
 1. the input list (local paths, or URIs of any filesystem pyarrow understands, e.g. ``s3://``)
    becomes a dataset of paths;
-2. CPU tasks parse and project `files_per_task` files each (`zernike.pipeline.project_file`);
-   an input that fails becomes one row carrying its one-line reason;
+2. CPU tasks parse and project `files_per_task` files each, a file's residues in chunks
+   (`zernike.pipeline.project_chunks`); an input that fails becomes one row carrying its
+   one-line reason;
 3. an actor pool runs the encoder, one model per actor, on a GPU when `gpus_per_worker` > 0;
 4. a datasink writes each write task's rows to one Parquet part file
    ``OUT_DIR/part-<hash>.parquet`` (under a temporary name, then renamed) with the schema and the
    file metadata of the single-machine `holoprot embed` output, and collects the failures.
 
-Block splitting is turned off for the run, so every block, and so every part file, holds whole
-inputs. `resume=True` therefore skips exactly the inputs found in the part files, and a task that
-Ray retries (say its worker was killed) sees the same inputs and rewrites the same part name:
-nothing is lost or duplicated. Ray is an optional dependency (``pip install holoprot[ray]``).
+Blocks are about one chunk (`_block_bytes`), so a giant input's rows stream through in bounded
+memory and may reach several write tasks. Every part file still holds whole inputs only: each row
+carries its index in its input and the input's row count (internal columns, not written); a write
+task puts the inputs it holds whole in its part file and the others' rows, in runs of consecutive
+rows, in hidden piece files (``.piece-<hash>-<first row>.parquet``), which the driver joins into
+one part per input once every task is done (pieces of an input that failed or did not arrive
+whole are deleted). `resume=True` therefore skips exactly the inputs found in the part files,
+and a task that Ray retries (say its worker was killed) sees the same rows and rewrites the same
+part or piece names: nothing is lost or duplicated. A killed run leaves only hidden pieces
+besides whole parts; the next run deletes them. Ray is an optional dependency
+(``pip install holoprot[ray]``).
 
 Joining a cluster (`address`) fails in one line, without Ray's retry loops, where the cause is
 final: nothing answers at HOST:PORT (a TCP connection is tried first, 5 s at most), or the head
@@ -44,11 +52,20 @@ import pyarrow.parquet as pq
 
 from holoprot.errors import HoloprotError, InputError
 from holoprot.io.structure import max_structure_bytes, size_limit_message
-from holoprot.io.tables import IDENTITY_SCHEMA, repeated_string, vector_array, vector_field
-from holoprot.zernike.pipeline import ProjectionSettings, project_file
+from holoprot.io.tables import (
+    IDENTITY_SCHEMA,
+    numeric_array,
+    repeated_string,
+    vector_array,
+    vector_field,
+)
+from holoprot.zernike.pipeline import CHUNK_RESIDUES, ProjectionSettings, project_chunks
 
 ERROR_COLUMN = "error"
+#: Internal columns between the stages: a row's index in its input, and the input's rows.
+ROW_COLUMN, ROWS_COLUMN = "input_row", "input_rows"
 PART_PREFIX = "part-"
+PIECE_PREFIX = ".piece-"
 _IDENTITY = IDENTITY_SCHEMA.names
 #: Host memory reserved per encoder actor: model plus a batch of 512 on CPU (the whole
 #: single-machine `holoprot embed` peaks at 0.8-0.9 GB, benchmarks/RESULTS.md). Besides sizing the
@@ -108,15 +125,30 @@ def expand_sources(items: Sequence[str | os.PathLike]) -> list[str]:
     return list(dict.fromkeys(sources))
 
 
+_POSITION = [(ROW_COLUMN, pa.int64()), (ROWS_COLUMN, pa.int64())]
+
+
 def projected_schema(dim: int) -> pa.Schema:
-    """Rows between the projection tasks and the encoder: identity, coefficients, error."""
+    """Rows between the projection tasks and the encoder: identity, coefficients, error, and
+    each row's position in its input."""
     return pa.schema(
-        [*IDENTITY_SCHEMA, vector_field("coefficients", dim), (ERROR_COLUMN, pa.string())]
+        [
+            *IDENTITY_SCHEMA,
+            vector_field("coefficients", dim),
+            (ERROR_COLUMN, pa.string()),
+            *_POSITION,
+        ]
     )
 
 
 def _failure_row(source: str, message: str, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{"source_path": source, ERROR_COLUMN: message}], schema=schema)
+
+
+def _block_bytes(chunk_residues: int, dim: int) -> int:
+    """Ray Data's target block size for a run: a chunk's coefficients, so each chunk of a
+    projection task leaves it as a block of its own (the whole input was one block before)."""
+    return chunk_residues * dim * 4
 
 
 def _fetch(fs: pafs.FileSystem, path: str, local: Path, source: str) -> None:
@@ -131,51 +163,60 @@ def _fetch(fs: pafs.FileSystem, path: str, local: Path, source: str) -> None:
             out.write(chunk)
 
 
-def _project_one(source: str, settings: ProjectionSettings, schema: pa.Schema) -> pa.Table:
+def _project_one(
+    source: str, settings: ProjectionSettings, schema: pa.Schema
+) -> Iterator[pa.Table]:
+    """The projected rows of one input, a chunk at a time."""
     if not is_uri(source):
-        item = project_file(source, settings)
-    else:  # fetch to a temporary file of the same name, so the structure id is the same
-        fs, path = pafs.FileSystem.from_uri(source)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(path).name
-            _fetch(fs, path, local, source)
-            try:
-                item = project_file(local, settings)
-            except HoloprotError as exc:
-                raise HoloprotError(str(exc).replace(str(local), source)) from None
-        paths = repeated_string(source, item.identity.num_rows)
-        item = type(item)(
-            source,
-            item.identity.set_column(1, "source_path", paths),
-            item.coefficients,
-            item.n_skipped,
-        )
-    n = item.identity.num_rows
-    return item.identity.append_column(
-        schema.field("coefficients"), [vector_array(item.coefficients)]
-    ).append_column(schema.field(ERROR_COLUMN), [pa.nulls(n, pa.string())])
+        for chunk in project_chunks(source, settings):
+            yield _projected_rows(chunk.identity, chunk, schema)
+        return
+    # fetch to a temporary file of the same name, so the structure id is the same
+    fs, path = pafs.FileSystem.from_uri(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        _fetch(fs, path, local, source)
+        try:
+            for chunk in project_chunks(local, settings):
+                paths = repeated_string(source, chunk.identity.num_rows)
+                yield _projected_rows(
+                    chunk.identity.set_column(1, "source_path", paths), chunk, schema
+                )
+        except HoloprotError as exc:
+            raise HoloprotError(str(exc).replace(str(local), source)) from None
 
 
-def project_batch(batch: pa.Table, settings: ProjectionSettings) -> pa.Table:
-    """Ray Data CPU task: parse and project each file of ``batch["path"]``; a failure is one row
-    with `source_path`, the reason in ``error`` and nulls elsewhere."""
+def _projected_rows(identity: pa.Table, chunk: Any, schema: pa.Schema) -> pa.Table:
+    n = identity.num_rows
+    columns = [
+        vector_array(chunk.coefficients),
+        pa.nulls(n, pa.string()),
+        numeric_array(np.arange(chunk.start, chunk.start + n, dtype=np.int64)),
+        numeric_array(np.full(n, chunk.total, dtype=np.int64)),
+    ]
+    names = ["coefficients", ERROR_COLUMN, ROW_COLUMN, ROWS_COLUMN]
+    for name, column in zip(names, columns, strict=True):
+        identity = identity.append_column(schema.field(name), [column])
+    return identity
+
+
+def project_batch(batch: pa.Table, settings: ProjectionSettings) -> Iterator[pa.Table]:
+    """Ray Data CPU task: parse and project each file of ``batch["path"]``, yielding its rows a
+    chunk at a time; a failure is one row with `source_path`, the reason in ``error`` and nulls
+    elsewhere (after the rows of the chunks done, if any: the datasink drops those)."""
     import torch
 
     torch.set_num_threads(1)
     schema = projected_schema(settings.basis.dim)
-    tables = []
     for source in batch.column("path").to_pylist():
         try:
-            tables.append(_project_one(source, settings, schema))
+            yield from _project_one(source, settings, schema)
         except HoloprotError as exc:
-            tables.append(_failure_row(source, str(exc), schema))
+            yield _failure_row(source, str(exc), schema)
         except (OSError, pa.ArrowException) as exc:
-            tables.append(_failure_row(source, f"{source}: cannot read ({exc})", schema))
+            yield _failure_row(source, f"{source}: cannot read ({exc})", schema)
         except MemoryError:
-            tables.append(
-                _failure_row(source, f"{source}: out of memory while processing it", schema)
-            )
-    return pa.concat_tables(tables)
+            yield _failure_row(source, f"{source}: out of memory while processing it", schema)
 
 
 class Encoder:
@@ -203,10 +244,10 @@ class Encoder:
             raise HoloprotError(f"weights {weights}: this node holds other weights ({sha256})")
         self.frames = frames
         schema = self.embedder.schema(frames)
-        self.schema = pa.schema([*schema, (ERROR_COLUMN, pa.string())])
+        self.schema = pa.schema([*schema, (ERROR_COLUMN, pa.string()), *_POSITION])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Projected rows (`projected_schema`) → identity, latent [, frame], error."""
+        """Projected rows (`projected_schema`) → identity, latent [, frame], error, position."""
         ok = pc.is_null(batch.column(ERROR_COLUMN))
         good, bad = batch.filter(ok), batch.filter(pc.invert(ok))
         n = good.num_rows
@@ -217,6 +258,8 @@ class Encoder:
         if self.frames:
             columns["frame"] = vector_array(emb.frame.reshape(n, 9))
         columns[ERROR_COLUMN] = pa.nulls(n, pa.string())
+        columns[ROW_COLUMN] = good.column(ROW_COLUMN)
+        columns[ROWS_COLUMN] = good.column(ROWS_COLUMN)
         encoded = pa.Table.from_pydict(columns, schema=self.schema)
         failed = pa.Table.from_pydict(
             {"source_path": bad.column("source_path"), ERROR_COLUMN: bad.column(ERROR_COLUMN)}
@@ -262,11 +305,71 @@ def written_sources(out_dir: str, schema: pa.Schema) -> set[str]:
     return done
 
 
+def _digest(sources: list[str]) -> str:
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:24]
+
+
+def _whole_inputs(good: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The rows of the inputs `good` holds whole, in input order (inputs as they first appear,
+    each one's rows by index), and the rows of the others."""
+    if good.num_rows == 0:
+        return good, good
+    counts = good.group_by("source_path").aggregate([(ROW_COLUMN, "count"), (ROWS_COLUMN, "max")])
+    arrived = zip(
+        counts.column("source_path").to_pylist(),
+        counts.column(f"{ROW_COLUMN}_count").to_pylist(),
+        counts.column(f"{ROWS_COLUMN}_max").to_pylist(),
+        strict=True,
+    )
+    whole = [source for source, n, total in arrived if n == total]
+    mask = pc.is_in(good.column("source_path"), value_set=pa.array(whole, pa.string()))
+    return _in_input_order(good.filter(mask)), good.filter(pc.invert(mask))
+
+
+def _in_input_order(rows: pa.Table) -> pa.Table:
+    sources = rows.column("source_path").to_pylist()
+    rank = {s: i for i, s in enumerate(dict.fromkeys(sources))}
+    index = rows.column(ROW_COLUMN).to_numpy()
+    order = np.lexsort((index, np.array([rank[s] for s in sources])))
+    return rows.take(order)
+
+
+def _runs(partial: pa.Table) -> Iterator[tuple[str, int, int, pa.Table]]:
+    """(source, first row, input's rows, rows) of each run of consecutive rows of an input."""
+    if partial.num_rows == 0:
+        return
+    partial = _in_input_order(partial)
+    sources = partial.column("source_path").to_pylist()
+    index = partial.column(ROW_COLUMN).to_numpy()
+    totals = partial.column(ROWS_COLUMN).to_numpy()
+    breaks = [0]
+    breaks += [
+        i
+        for i in range(1, len(index))
+        if sources[i] != sources[i - 1] or index[i] != index[i - 1] + 1
+    ]
+    breaks.append(len(index))
+    for a, b in zip(breaks[:-1], breaks[1:], strict=True):
+        yield sources[a], int(index[a]), int(totals[a]), partial.slice(a, b - a)
+
+
+def _covers(runs: dict[int, tuple[int, int, str]]) -> bool:
+    """Whether runs {first row: (rows, input's rows, file)} hold every row of the input once."""
+    row = 0
+    for start in sorted(runs):
+        if start != row:
+            return False
+        row += runs[start][0]
+    return row == runs[min(runs)][1]
+
+
 def _datasink_class() -> type:
     from ray.data import Datasink
 
     class PartFileDatasink(Datasink):
-        """Writes each write task's good rows to one part file; returns the failures."""
+        """Writes each write task's whole inputs to one part file and the other rows to hidden
+        pieces, joins each input's pieces into a part of its own at the end; collects the
+        failures."""
 
         def __init__(self, out_dir: str, schema: pa.Schema, rows_per_part: int) -> None:
             self.out_dir = out_dir
@@ -280,8 +383,12 @@ def _datasink_class() -> type:
             return self.rows_per_part
 
         def on_write_start(self, schema: pa.Schema | None = None) -> None:
+            """Create the folder; delete the pieces a killed run left."""
             fs, root = _filesystem(self.out_dir)
             fs.create_dir(root, recursive=True)
+            for info in fs.get_file_info(pafs.FileSelector(root)):
+                if info.is_file and info.base_name.startswith(PIECE_PREFIX):
+                    fs.delete_file(info.path)
 
         def write(self, blocks: Iterable[Any], ctx: Any) -> dict:
             from ray.data.block import BlockAccessor
@@ -289,10 +396,10 @@ def _datasink_class() -> type:
             tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
             table = pa.concat_tables([t for t in tables if t.num_rows])
             failed = table.filter(pc.is_valid(table.column(ERROR_COLUMN)))
-            good = table.filter(pc.is_null(table.column(ERROR_COLUMN)))
-            sources = sorted(set(good.column("source_path").to_pylist()))
+            whole, partial = _whole_inputs(table.filter(pc.is_null(table.column(ERROR_COLUMN))))
+            sources = sorted(set(whole.column("source_path").to_pylist()))
             out = {
-                "rows": good.num_rows,
+                "rows": whole.num_rows,
                 "inputs": len(sources),
                 "failures": list(
                     zip(
@@ -302,28 +409,60 @@ def _datasink_class() -> type:
                     )
                 ),
                 "file": None,
+                "pieces": [],
             }
-            if good.num_rows:
-                out["file"] = self._write_part(good, sources)
+            if whole.num_rows:
+                out["file"] = self._write(whole, f"{PART_PREFIX}{_digest(sources)}")
+            for source, start, total, rows in _runs(partial):
+                name = self._write(rows, f"{PIECE_PREFIX}{_digest([source])}-{start:012d}")
+                out["pieces"].append((source, start, rows.num_rows, total, name))
             return out
 
-        def _write_part(self, good: pa.Table, sources: list[str]) -> str:
+        def _write(self, rows: pa.Table, stem: str) -> str:
+            """`rows` as ``<stem>.parquet`` (written under a temporary name, then renamed)."""
             fs, root = _filesystem(self.out_dir)
-            digest = hashlib.sha256("\n".join(sources).encode()).hexdigest()[:24]
-            name = f"{root}/{PART_PREFIX}{digest}.parquet"
-            tmp = f"{root}/.{PART_PREFIX}{digest}.parquet.tmp-{os.getpid()}"
-            table = good.select(self.schema.names).cast(self.schema)
-            pq.write_table(table, tmp, filesystem=fs)
+            tmp = f"{root}/.{stem.lstrip('.')}.parquet.tmp-{os.getpid()}"
+            pq.write_table(rows.select(self.schema.names).cast(self.schema), tmp, filesystem=fs)
+            fs.move(tmp, f"{root}/{stem}.parquet")
+            return f"{root}/{stem}.parquet"
+
+        def _join(self, source: str, pieces: list[str]) -> str:
+            """The pieces of one input, in order, as its part file; a row group at a time."""
+            fs, root = _filesystem(self.out_dir)
+            name = f"{root}/{PART_PREFIX}{_digest([source])}.parquet"
+            tmp = f"{root}/.{PART_PREFIX}{_digest([source])}.parquet.tmp-{os.getpid()}"
+            with pq.ParquetWriter(tmp, self.schema, filesystem=fs) as writer:
+                for piece in pieces:
+                    with fs.open_input_file(piece) as f:
+                        file = pq.ParquetFile(f)
+                        for i in range(file.num_row_groups):
+                            writer.write_table(file.read_row_group(i))
             fs.move(tmp, name)
             return name
 
         def on_write_complete(self, write_result: Any) -> None:
+            pieces: dict[str, dict[int, tuple[int, int, str]]] = {}
             for r in write_result.write_returns:
                 self.result.rows += r["rows"]
                 self.result.inputs += r["inputs"]
                 self.result.failures.extend(tuple(f) for f in r["failures"])
                 if r["file"]:
                     self.result.files.append(r["file"])
+                for source, start, n, total, name in r["pieces"]:
+                    pieces.setdefault(source, {})[start] = (n, total, name)
+            failed = {source for source, _ in self.result.failures}
+            fs, _ = _filesystem(self.out_dir)
+            for source, runs in pieces.items():
+                starts = sorted(runs)
+                if source not in failed and _covers(runs):
+                    self.result.files.append(self._join(source, [runs[s][2] for s in starts]))
+                    self.result.rows += runs[starts[0]][1]
+                    self.result.inputs += 1
+                elif source not in failed:
+                    message = f"{source}: not all of its rows reached the writer; rerun it"
+                    self.result.failures.append((source, message))
+                for start in starts:
+                    fs.delete_file(runs[start][2])
 
     return PartFileDatasink
 
@@ -352,6 +491,7 @@ def embed_dataset(
     batch_size: int = 512,
     files_per_task: int = 4,
     rows_per_part: int = 65_536,
+    chunk_residues: int = CHUNK_RESIDUES,
     resume: bool = False,
     verbose: bool = False,
 ) -> DatasetResult:
@@ -370,8 +510,9 @@ def embed_dataset(
         gpus_per_worker: GPUs per encoder actor; default 1 when the cluster has GPUs, else 0.
         batch_size: neighbourhoods per encoder call.
         files_per_task: input files per parse-and-project task.
-        rows_per_part: rows gathered (whole inputs, so a few more) into one part file before it
-            is written (65,536 rows of 128-d latents: about 40 MB).
+        rows_per_part: rows gathered into one part file before it is written (65,536 rows of
+            128-d latents: about 40 MB; whole inputs, so a few more, or an input of its own).
+        chunk_residues: residues of a file projected at once, and so the rows of a block.
         resume: skip inputs already in `out_dir`.
         verbose: show Ray's INFO logs and progress bars (otherwise warnings and errors only).
 
@@ -380,11 +521,13 @@ def embed_dataset(
     """
     from holoprot.embedding.embedder import Embedder
 
-    if min(batch_size, files_per_task, rows_per_part, workers or 1) < 1:
-        raise HoloprotError("batch size, files per task, rows per part and workers must be > 0")
+    if min(batch_size, files_per_task, rows_per_part, chunk_residues, workers or 1) < 1:
+        raise HoloprotError(
+            "batch size, files per task, rows per part, chunk residues and workers must be > 0"
+        )
     ray = _ray()
     sources = expand_sources(inputs)
-    embedder = Embedder(weights, "cpu", batch_size)
+    embedder = Embedder(weights, "cpu", batch_size, chunk_residues=chunk_residues)
     schema = embedder.schema(frames)
     out_dir = str(out_dir)
     fs, root = _filesystem(out_dir)
@@ -555,7 +698,7 @@ def _run(
                 handler.setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     saved = ctx.target_max_block_size, ctx.enable_progress_bars
-    ctx.target_max_block_size = None  # blocks hold whole inputs (see the module docstring)
+    ctx.target_max_block_size = _block_bytes(settings.chunk_residues, settings.basis.dim)
     ctx.enable_progress_bars = verbose
     try:
         blocks = max(1, -(-len(todo) // files_per_task))

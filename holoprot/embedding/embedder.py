@@ -5,14 +5,15 @@
     >>> model, info = holoprot.load_model("default")
 
 Files are parsed and projected in worker processes while the encoder runs in this one; rows of
-consecutive files are batched together for the encoder and come out in input order, so memory
-stays bounded whatever the number of inputs.
+consecutive files are batched together for the encoder and come out in input order, a file's
+residues in chunks, so memory stays bounded whatever the number of inputs and the size of each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,11 +29,13 @@ from holoprot.model.weights import model_files, resolve_weights
 from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import Neighborhoods
 from holoprot.zernike.pipeline import (
+    CHUNK_RESIDUES,
     FailedInput,
-    ProjectedFile,
+    ProjectedChunk,
     ProjectionSettings,
+    TableChunk,
     available_cpus,
-    iter_projected,
+    iter_projected_chunks,
 )
 
 #: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
@@ -83,6 +86,8 @@ class Embedder:
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: neighbourhoods per encoder call, or ``"auto"`` (fit the free GPU memory;
             512 on CPU).
+        chunk_residues: residues of a file projected at once (bounds memory; the latents do
+            not depend on it).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Embedder:
         weights: str | os.PathLike = "default",
         device: str = "auto",
         batch_size: int | str = 512,
+        chunk_residues: int = CHUNK_RESIDUES,
     ) -> None:
         self.model, info = load_model(weights, device)
         self.device = next(self.model.parameters()).device
@@ -111,6 +117,9 @@ class Embedder:
                 f" basis {self.basis.irreps}"
             )
         self.batch_size = self._pick_batch_size(batch_size)
+        if not isinstance(chunk_residues, int) or chunk_residues < 1:
+            raise HoloprotError(f"chunk size must be a positive integer, got {chunk_residues}")
+        self.chunk_residues = chunk_residues
 
     @property
     def latent_dim(self) -> int:
@@ -158,6 +167,7 @@ class Embedder:
             radius=self.radius,
             model=model,
             chains=tuple(chains) if chains else None,
+            chunk_residues=self.chunk_residues,
         )
 
     def file_metadata(self, frames: bool) -> dict[bytes, bytes]:
@@ -188,49 +198,128 @@ class Embedder:
         frames: bool = False,
         workers: int | None = None,
     ) -> Iterator[pa.Table | FailedInput]:
-        """Per input, in input order: its table (identity + latent [+ frame]) or a FailedInput.
+        """Per input, in input order: its table (identity + latent [+ frame]) or a FailedInput
+        (`iter_chunks` joined per input: a file's rows are held at once)."""
+        pieces: list[pa.Table] = []
+        chunks = self.iter_chunks(paths, model=model, chains=chains, frames=frames, workers=workers)
+        for item in chunks:
+            if isinstance(item, FailedInput):
+                yield item
+                continue
+            pieces.append(item.table)
+            if item.last:
+                yield pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces).combine_chunks()
+                pieces = []
 
-        Rows of consecutive files share encoder batches; a file's table is yielded once all its
-        rows are encoded.
+    def iter_chunks(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        model: int | None = None,
+        chains: Sequence[str] | None = None,
+        frames: bool = False,
+        workers: int | None = None,
+    ) -> Iterator[TableChunk | FailedInput]:
+        """Each input's rows (identity + latent [+ frame]) in chunks of at most
+        `chunk_residues`, or a FailedInput, in input order; memory holds one chunk and one
+        encoder batch besides the file being parsed.
+
+        Encoder batches are those of encoding the inputs whole, a file at a time: rows of
+        consecutive files share a batch; after the file that brings the rows since the last
+        partial batch to `batch_size` or more, the rest is one partial batch. So the latents do
+        not depend on `chunk_residues` (float32 sums follow the batch).
         """
         paths = [str(p) for p in paths]
         if workers is None:
             workers = encoder_workers(len(paths))
-        pending: list[ProjectedFile | FailedInput] = []
-        rows = 0
-        stream = iter_projected(paths, self.settings(model, chains), workers=workers)
+        stream = iter_projected_chunks(paths, self.settings(model, chains), workers=workers)
+        batches = _Batches(self, frames)
         for item in stream:
-            pending.append(item)
-            if isinstance(item, ProjectedFile):
-                rows += len(item.coefficients)
-            if rows >= self.batch_size:
-                yield from self._encode_pending(pending, frames)
-                pending, rows = [], 0
-        yield from self._encode_pending(pending, frames)
+            batches.add(item)
+            yield from batches.ready()
+        batches.flush()
+        yield from batches.ready()
 
-    def _encode_pending(
-        self, items: list[ProjectedFile | FailedInput], frames: bool
-    ) -> Iterator[pa.Table | FailedInput]:
-        done = [i for i in items if isinstance(i, ProjectedFile)]
-        if done:
-            emb = self.embed_coefficients(np.concatenate([i.coefficients for i in done]))
-        start = 0
-        schema = self.schema(frames)
-        for item in items:
-            if isinstance(item, FailedInput):
-                yield item
-                continue
-            n = len(item.coefficients)
-            table = item.identity.append_column(
-                schema.field("latent"), [vector_array(emb.latent[start : start + n])]
-            )
-            if frames:
-                table = table.append_column(
-                    schema.field("frame"),
-                    [vector_array(emb.frame[start : start + n].reshape(n, 9))],
+
+class _Batches:
+    """The encoder's side of `Embedder.iter_chunks`: rows are encoded `batch_size` at a time as
+    they come, a partial batch where `iter_chunks` says, and each chunk's table is handed out
+    once its rows are encoded."""
+
+    def __init__(self, embedder: Embedder, frames: bool) -> None:
+        self.embedder, self.frames = embedder, frames
+        self.schema = embedder.schema(frames)
+        self.waiting: deque[ProjectedChunk | FailedInput] = deque()  # not yet handed out
+        self.rows: deque[np.ndarray] = deque()  # coefficients not yet encoded, in order
+        self.n_rows = 0
+        self.since_partial = 0  # rows since the last partial batch
+        self.latent: list[np.ndarray] = []  # encoded, not yet handed out
+        self.frame: list[np.ndarray] = []
+        self.n_encoded = 0
+
+    def add(self, item: ProjectedChunk | FailedInput) -> None:
+        self.waiting.append(item)
+        if isinstance(item, FailedInput):
+            return
+        n = len(item.coefficients)
+        self.rows.append(item.coefficients)
+        self.n_rows += n
+        self.since_partial += n
+        size = self.embedder.batch_size
+        while self.n_rows >= size:
+            self._encode(size)
+        if item.last and self.since_partial >= size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Encode the rows left as one (partial) batch."""
+        if self.n_rows:
+            self._encode(self.n_rows)
+        self.since_partial = 0
+
+    def _encode(self, n: int) -> None:
+        taken, need = [], n
+        while need:
+            head = self.rows.popleft()
+            if len(head) > need:
+                self.rows.appendleft(head[need:])
+                head = head[:need]
+            taken.append(head)
+            need -= len(head)
+        self.n_rows -= n
+        emb = self.embedder.embed_coefficients(np.concatenate(taken))
+        self.latent.append(emb.latent)
+        self.frame.append(emb.frame)
+        self.n_encoded += n
+
+    def _take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `n` encoded rows: latents (n, latent_dim) and frames (n, 3, 3)."""
+        latent, frame = np.concatenate(self.latent), np.concatenate(self.frame)
+        self.latent, self.frame = [latent[n:]], [frame[n:]]
+        self.n_encoded -= n
+        return latent[:n], frame[:n]
+
+    def ready(self) -> Iterator[TableChunk | FailedInput]:
+        """The waiting items whose rows are all encoded, in order."""
+        while self.waiting:
+            item = self.waiting[0]
+            if isinstance(item, ProjectedChunk):
+                n = len(item.coefficients)
+                if n > self.n_encoded:
+                    return
+                latent, frame = self._take(n)
+                table = item.identity.append_column(
+                    self.schema.field("latent"), [vector_array(latent)]
                 )
-            start += n
-            yield table.replace_schema_metadata(schema.metadata)
+                if self.frames:
+                    table = table.append_column(
+                        self.schema.field("frame"), [vector_array(frame.reshape(n, 9))]
+                    )
+                item = TableChunk(
+                    item.source, table.replace_schema_metadata(self.schema.metadata), item.last
+                )
+            self.waiting.popleft()
+            yield item
 
 
 def embed_table(

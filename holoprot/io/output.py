@@ -4,7 +4,10 @@ atomically and resumably.
 Rows are written once, in the order they are given, into parts: Parquet files in a staging folder
 listed by its manifest and closed at input boundaries (`holoprot.io.staging`), so a killed run
 loses at most the part it was writing; ``resume=True`` keeps the manifest's parts and reports
-their inputs through `ResidueTableWriter.done` so the caller skips them.
+their inputs through `ResidueTableWriter.done` so the caller skips them. An input may come in
+several writes (a giant file's chunks, ``last=False`` but for its last rows): its rows stream into
+the open part's row groups, and the part stays open until the input's last rows, so a kill in the
+middle of an input leaves none of its rows in a complete part.
 
 `commit` publishes the result:
 
@@ -274,8 +277,8 @@ class ResidueTableWriter:
         row_group_rows: rows per Parquet row group (default `row_group_rows(schema)`).
 
     Each `write` takes the complete rows of one or more inputs (the ``source_path`` column says
-    which); `commit` publishes them. API users writing many tables to a folder can use
-    `write_tables`.
+    which), or with ``last=False`` the first rows of an input whose rest follows; `commit`
+    publishes them. API users writing many tables to a folder can use `write_tables`.
     """
 
     def __init__(
@@ -309,6 +312,7 @@ class ResidueTableWriter:
         self._open_part: _Part | None = None
         self._open_tmp: Path | None = None
         self._open_bytes = 0
+        self._inside_input = False  # the last write ended inside an input (last=False)
         if self.is_dataset:
             _check_dataset_folder(self.path)
         if resume:
@@ -343,8 +347,10 @@ class ResidueTableWriter:
             remove_leftovers(self.staging, listed={p.file for p in staged} | {MANIFEST})
 
     # ---- writing ---------------------------------------------------------------------------
-    def write(self, table: pa.Table) -> None:
-        """Add the rows of one or more complete inputs."""
+    def write(self, table: pa.Table, *, last: bool = True) -> None:
+        """Add the rows of one or more inputs, each complete but, with ``last=False``, the final
+        one, whose next rows come in the next `write` (the part stays open until they have)."""
+        self._inside_input = not last
         if table.num_rows == 0:
             return
         with self._no_space():
@@ -368,7 +374,8 @@ class ResidueTableWriter:
             else:
                 runs.append((source, n))
         self._open_bytes += table.nbytes
-        if self._open_part.rows >= self.part_rows or self._open_bytes >= self.part_bytes:
+        full = self._open_part.rows >= self.part_rows or self._open_bytes >= self.part_bytes
+        if full and not self._inside_input:
             self._close_part()
 
     def _close_part(self) -> None:
@@ -443,6 +450,8 @@ class ResidueTableWriter:
         For a file output, the rows of the sources in `order` (default: as stored) in that
         order, others dropped. A folder keeps every stored part, in the order written.
         """
+        if self._inside_input:
+            raise ValueError("commit inside an input: its last rows were not written")
         with self._no_space():
             self._close_part()
         self._check_links()

@@ -34,6 +34,12 @@ Policies (each is tested on a real file in ``tests/test_structure.py``):
   names that are not UTF-8 text are errors too.
 * Size: text (after gzip decompression) longer than :func:`max_structure_bytes` (2 GiB by
   default) is refused without being held whole in memory, so a gzip bomb costs at most that.
+* Memory: the text, gemmi's structure (≈ 160 bytes per atom) and the arrays (≈ 52 bytes per atom)
+  are held while reading, never Python objects per atom (atoms are converted in blocks). gemmi
+  holds a whole mmCIF document besides (≈ 450 bytes per atom), so an ``_atom_site`` loop longer
+  than ``_PIECE_BYTES`` is parsed in pieces of whole residues, each a small mmCIF document of the
+  loop's header and its rows (same atoms, same order; a file that cannot be split so, e.g. a row
+  over several lines, is parsed whole).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import io
 import os
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,12 +140,33 @@ def detect_format(path: str | os.PathLike) -> Literal["pdb", "mmcif"]:
 def read_structure(path: str | os.PathLike, model: int | None = None) -> Structure:
     """Read one model (the first by default) of a PDB/mmCIF file; see the module policies."""
     text = _read_text(path)
-    st = _parse(path, text)
+    pieces = _atom_site_pieces(text) if _sniff(text) == "mmcif" else None
+    if pieces is not None:
+        _check_truncation(path, text, "mmcif")
+        models: Iterable[gemmi.Model] = _piece_models(path, text, *pieces, model)
+    else:
+        st = _parse(path, text)
+        if len(st) == 0:
+            raise InputError(path, "no atoms found")
+        models = [_pick_model(path, st, model)]
+    del text  # `_piece_models` holds it until its last piece is parsed
+    try:
+        return _to_arrays(path, models)
+    except _Unsplittable:  # a piece gemmi rejects: the whole file says why, or reads
+        return _whole(path, model)
+    except UnicodeDecodeError:
+        raise InputError(
+            path, "bytes that are not UTF-8 text in chain, residue or atom names"
+        ) from None
+
+
+def _whole(path: str | os.PathLike, model: int | None) -> Structure:
+    """`read_structure` with the file parsed as one gemmi document."""
+    st = _parse(path, _read_text(path))
     if len(st) == 0:
         raise InputError(path, "no atoms found")
-    gmodel = _pick_model(path, st, model)
     try:
-        return _to_arrays(path, gmodel)
+        return _to_arrays(path, [_pick_model(path, st, model)])
     except UnicodeDecodeError:
         raise InputError(
             path, "bytes that are not UTF-8 text in chain, residue or atom names"
@@ -183,7 +211,7 @@ def _read_text(path: str | os.PathLike) -> bytes:
             raise InputError(path, f"corrupt gzip data ({exc})") from None
         if len(data) > limit:
             raise InputError(path, f"gzip content inflates to {size_limit_message(limit)}")
-    if not data.strip():
+    if not data or data.isspace():  # (no stripped copy of a text of hundreds of MB)
         raise InputError(path, "empty file")
     if b"\x00" in data or _looks_binary(data):
         raise InputError(path, "binary content, not a PDB or mmCIF file")
@@ -236,7 +264,10 @@ def _parse(path: str | os.PathLike, data: bytes) -> gemmi.Structure:
 
 def _check_truncation(path: str | os.PathLike, data: bytes, fmt: str) -> None:
     """Reject a file that ends inside an atom record (see the truncation policy)."""
-    last = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    end = len(data)
+    while end and data[end - 1] in b"\r\n":
+        end -= 1
+    last = data[data.rfind(b"\n", 0, end) + 1 : end]
     if not last.startswith((b"ATOM", b"HETATM")):
         return
     if fmt == "pdb" and len(last.rstrip()) < 54:
@@ -289,62 +320,213 @@ def _strings(values: list[str], width: int) -> np.ndarray:
     return np.asarray(values, dtype=f"<U{max([width, *map(len, set(values))])}")
 
 
-def _to_arrays(path: str | os.PathLike, gmodel: gemmi.Model) -> Structure:
-    xyz: list[tuple[float, float, float]] = []
-    elements: list[str] = []
-    names: list[str] = []
-    res_of_atom: list[int] = []
-    chains: list[str] = []
-    seq_nums: list[int] = []
-    icodes: list[str] = []
-    res_names: list[str] = []
-    hetero: list[bool] = []
-    for chain in gmodel:
-        chain_name = chain.name
-        for residue in chain:
-            if residue.is_water():
-                continue
-            atoms = _keep_atoms(residue)
-            if not atoms:
-                continue
-            r = len(res_names)
-            for a in atoms:
-                pos = a.pos
-                xyz.append((pos.x, pos.y, pos.z))
-                elements.append(a.element.name)
-                names.append(a.name)
-            res_of_atom.extend([r] * len(atoms))
-            seqid = residue.seqid
-            chains.append(chain_name)
-            seq_nums.append(seqid.num)
-            icodes.append(seqid.icode.strip())
-            res_names.append(residue.name)
-            hetero.append(residue.het_flag == "H")
-    if not xyz:
-        raise InputError(path, f"no atoms in model {gmodel.num} besides waters and hydrogens")
-    coords = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+#: Atoms converted from gemmi objects to NumPy arrays at once: Python lists cost ≈ 300 bytes per
+#: atom, so they never hold more than a block.
+_BLOCK_ATOMS = 65536
+
+
+class _Columns:
+    """The atom and residue columns of `Structure`, gathered from gemmi models a block of about
+    `_BLOCK_ATOMS` atoms at a time (lists for the block being filled, arrays for the others)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, np.ndarray]] = []
+        self.n_residues = 0  # residues in the blocks
+        self._lists()
+
+    def _lists(self) -> None:
+        self.xyz: list[list[float]] = []
+        self.elements: list[str] = []
+        self.names: list[str] = []
+        self.res_of_atom: list[int] = []
+        self.chains: list[str] = []
+        self.seq_nums: list[int] = []
+        self.icodes: list[str] = []
+        self.res_names: list[str] = []
+        self.hetero: list[bool] = []
+
+    def add(self, gmodel: gemmi.Model) -> None:
+        for chain in gmodel:
+            chain_name = chain.name
+            for residue in chain:
+                if residue.is_water():
+                    continue
+                atoms = _keep_atoms(residue)
+                if not atoms:
+                    continue
+                r = self.n_residues + len(self.res_names)
+                for a in atoms:
+                    self.xyz.append(a.pos.tolist())
+                    self.elements.append(a.element.name)
+                    self.names.append(a.name)
+                self.res_of_atom.extend([r] * len(atoms))
+                seqid = residue.seqid
+                self.chains.append(chain_name)
+                self.seq_nums.append(seqid.num)
+                self.icodes.append(seqid.icode.strip())
+                self.res_names.append(residue.name)
+                self.hetero.append(residue.het_flag == "H")
+                if len(self.xyz) >= _BLOCK_ATOMS:
+                    self._flush()
+
+    def _flush(self) -> None:
+        if not self.res_names:
+            return
+        kinds = np.array([_kind(n) for n in self.res_names], dtype=bool).reshape(-1, 2)
+        self.blocks.append(
+            {
+                "coords": np.asarray(self.xyz, dtype=np.float64).reshape(-1, 3),
+                "element": np.char.upper(np.asarray(self.elements, dtype="<U2")),
+                "atom_name": _strings(self.names, 4),
+                "residue_index": np.asarray(self.res_of_atom, dtype=np.int32),
+                "chain": np.asarray(self.chains, dtype=object),
+                "seq_num": np.asarray(self.seq_nums, dtype=np.int32),
+                "icode": np.asarray(self.icodes, dtype="<U1"),
+                "res_name": _strings(self.res_names, 5),
+                "is_amino_acid": kinds[:, 0].copy(),
+                "is_standard": kinds[:, 1].copy(),
+                "is_hetero": np.asarray(self.hetero, dtype=bool),
+            }
+        )
+        self.n_residues += len(self.res_names)
+        self._lists()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every column, the blocks joined (empty when no atom was added)."""
+        self._flush()
+        blocks, self.blocks = self.blocks, []
+        if len(blocks) == 1:
+            return blocks[0]
+        return {k: np.concatenate([b[k] for b in blocks]) for k in (blocks[0] if blocks else {})}
+
+
+def _to_arrays(path: str | os.PathLike, gmodels: Iterable[gemmi.Model]) -> Structure:
+    """A `Structure` of the given gemmi models' atoms (one model, or its pieces in file order)."""
+    columns = _Columns()
+    number = None
+    for gmodel in gmodels:
+        number = int(gmodel.num) if number is None else number
+        columns.add(gmodel)
+        del gmodel  # a piece's structure goes before the next one is parsed
+    arrays = columns.arrays()
+    if not arrays:
+        raise InputError(path, f"no atoms in model {number} besides waters and hydrogens")
+    coords = arrays["coords"]
     bad = np.flatnonzero(~np.isfinite(coords).all(axis=1))
     if len(bad):
-        r = res_of_atom[bad[0]]
+        r = arrays["residue_index"][bad[0]]
         raise InputError(
             path,
-            f"non-finite coordinates for atom {names[bad[0]]} of {res_names[r]}"
-            f" {chains[r]}{seq_nums[r]}{icodes[r]} ({len(bad)} atom(s) in all)",
+            f"non-finite coordinates for atom {arrays['atom_name'][bad[0]]} of"
+            f" {arrays['res_name'][r]} {arrays['chain'][r]}{arrays['seq_num'][r]}"
+            f"{arrays['icode'][r]} ({len(bad)} atom(s) in all)",
         )
-    kinds = np.array([_kind(n) for n in res_names], dtype=bool).reshape(-1, 2)
-    return Structure(
-        id=structure_id(path),
-        path=str(path),
-        model=int(gmodel.num),
-        coords=coords,
-        element=np.char.upper(np.asarray(elements, dtype="<U2")),
-        atom_name=_strings(names, 4),
-        residue_index=np.asarray(res_of_atom, dtype=np.int32),
-        chain=np.asarray(chains, dtype=object),
-        seq_num=np.asarray(seq_nums, dtype=np.int32),
-        icode=np.asarray(icodes, dtype="<U1"),
-        res_name=_strings(res_names, 5),
-        is_amino_acid=kinds[:, 0].copy(),
-        is_standard=kinds[:, 1].copy(),
-        is_hetero=np.asarray(hetero, dtype=bool),
-    )
+    return Structure(id=structure_id(path), path=str(path), model=number, **arrays)
+
+
+#: mmCIF ``_atom_site`` rows (bytes of text) parsed at once: about 45,000 atoms, whose gemmi
+#: document and structure take about 40 MB.
+_PIECE_BYTES = 4 << 20
+
+_ATOM_SITE_LOOP = re.compile(rb"^loop_[ \t]*\r?\n((?:[ \t]*_atom_site\.\S+[ \t]*\r?\n)+)", re.M)
+#: What ends a loop's rows (a line starting a category, loop, block or comment)...
+_LOOP_END = re.compile(rb"^[ \t]*(?:#|_|loop_|data_|save_|global_|stop_)", re.M)
+#: ...and what may follow it when the loop has really ended (not a comment inside the loop).
+_AFTER_LOOP = re.compile(rb"(?:[ \t]*(?:#[^\n]*)?\r?\n)*(?:[ \t]*(?:_|loop_|data_|save_)|\Z)")
+_DATA_BLOCK = re.compile(rb"^data_", re.M)
+_TEXT_FIELD = re.compile(rb"^;", re.M)
+#: A CIF value: quoted (the quote closes before whitespace), or a run of non-blanks.
+_VALUE = re.compile(rb"""'.*?'(?=\s|$)|".*?"(?=\s|$)|\S+""")
+#: Rows that differ in one of these columns belong to different residues for gemmi.
+_NEW_RESIDUE = ("pdbx_PDB_model_num", "auth_asym_id", "auth_seq_id", "pdbx_PDB_ins_code")
+
+
+class _Unsplittable(Exception):
+    """A piece of an mmCIF file that gemmi cannot parse alone."""
+
+
+def _atom_site_pieces(data: bytes) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """For an mmCIF file of one data block whose ``_atom_site`` loop holds more than
+    `_PIECE_BYTES` of rows, one row per line: the start of a document of the loop's header and
+    the (start, end) of pieces of about `_PIECE_BYTES` of its rows each, cut between residues;
+    None for any other file (parsed whole)."""
+    header = _ATOM_SITE_LOOP.search(data)
+    if header is None or len(_DATA_BLOCK.findall(data, 0, header.start())) != 1:
+        return None
+    names = [line.strip()[len(b"_atom_site.") :] for line in header.group(1).splitlines()]
+    key = [names.index(n.encode()) for n in _NEW_RESIDUE if n.encode() in names]
+    if not {b"auth_asym_id", b"auth_seq_id"} <= set(names):
+        return None
+    begin = header.end()
+    stop = _LOOP_END.search(data, begin)
+    end = len(data) if stop is None else stop.start()
+    if end - begin <= _PIECE_BYTES or _TEXT_FIELD.search(data, begin, end):
+        return None
+    if data[end - 1 : end] != b"\n":
+        return None
+    if not _AFTER_LOOP.match(data, end) or _DATA_BLOCK.search(data, end):
+        return None
+    spans, start = [], begin
+    while end - start > _PIECE_BYTES:
+        cut = _residue_start(data, data.index(b"\n", start + _PIECE_BYTES) + 1, end, key, names)
+        if cut is None:
+            return None
+        if cut >= end:
+            break
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, end))
+    return b"data_piece\n" + header.group(0), spans
+
+
+def _residue_start(data: bytes, at: int, end: int, key: list[int], names: list) -> int | None:
+    """The first line start at or after `at` (a line start) whose row begins a residue; None
+    where a row is not one line of the loop's columns."""
+    before = _row_key(data, data.rindex(b"\n", 0, at - 1) + 1, key, len(names))
+    while at < end:
+        here = _row_key(data, at, key, len(names))
+        if before is None or here is None:
+            return None
+        if here != before:
+            return at
+        before = here
+        at = data.index(b"\n", at) + 1
+    return end
+
+
+def _row_key(data: bytes, at: int, key: list[int], n_columns: int) -> tuple | None:
+    """The residue-identifying values of the row on the line starting at `at`."""
+    line = data[at : data.index(b"\n", at)]
+    values = _VALUE.findall(line)
+    if len(values) != n_columns:
+        return None
+    return tuple(values[i] for i in key)
+
+
+def _piece_models(
+    path: str | os.PathLike,
+    data: bytes,
+    head: bytes,
+    spans: list[tuple[int, int]],
+    model: int | None,
+) -> Iterator[gemmi.Model]:
+    """The chosen model's part of each piece `head` + ``data[start:end]`` (the first model of
+    the first piece by default), each piece parsed when the previous one's atoms are
+    converted."""
+    seen: list[int] = []
+    for start, end in spans:
+        text = (head + data[start:end]).decode("latin-1")
+        try:
+            st = gemmi.make_structure_from_block(gemmi.cif.read_string(text)[0])
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise _Unsplittable from exc
+        del text
+        numbers = [gmodel.num for gmodel in st]
+        model = numbers[0] if model is None else model
+        seen += [n for n in numbers if n not in seen]
+        if model in numbers:
+            yield st[numbers.index(model)]
+        del st  # (and the caller its model) before the next piece is parsed
+    if model not in seen:
+        nums = ", ".join(map(str, seen))
+        raise InputError(path, f"has no model {model} ({len(seen)} model(s): {nums})")

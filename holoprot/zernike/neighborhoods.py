@@ -24,6 +24,7 @@ from holoprot.io.structure import Structure
 
 __all__ = [
     "MIN_DISTANCE",
+    "NeighborhoodSearch",
     "Neighborhoods",
     "centre_atoms",
     "extract_neighborhoods",
@@ -153,82 +154,159 @@ def neighborhoods_around(
         skipped: stored as given (default empty).
         n_own_atoms: rows ``>=`` this are extra atoms (``atom_index`` -1); default none are.
     """
-    centres = env_xyz[centre_index]
-    nbhd, atom = _pairs_within(centres, env_xyz, radius)
-    rel = env_xyz[atom] - centres[nbhd]
-    dist = np.sqrt(np.einsum("ij,ij->i", rel, rel))
-    keep = (dist <= radius) & (dist >= MIN_DISTANCE) & (atom != centre_index[nbhd])
-    nbhd, atom, rel = nbhd[keep], atom[keep], rel[keep]
-
-    offsets = np.zeros(len(residue_index) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(nbhd, minlength=len(residue_index)), out=offsets[1:])
-    n_own = len(env_xyz) if n_own_atoms is None else n_own_atoms
-    return Neighborhoods(
-        residue_index=np.asarray(residue_index, dtype=np.int64),
-        offsets=offsets,
-        coords=rel.astype(np.float32),
-        element=np.asarray(env_el)[atom],
-        atom_index=np.where(atom < n_own, atom, -1).astype(np.int64),
-        skipped=np.zeros(0, np.int64) if skipped is None else skipped,
-        radius=float(radius),
-    )
+    search = NeighborhoodSearch(env_xyz, env_el, radius, n_own_atoms=n_own_atoms)
+    return search.around(residue_index, centre_index, skipped=skipped)
 
 
-#: Grid cells per cut-off radius in `_pairs_within` (cells of radius/2: each centre scans 5×5
-#: columns of 5 cells, 2.5× the volume of its sphere instead of 6.4× with cells of one radius).
+class NeighborhoodSearch:
+    """`neighborhoods_around` for centres given a slice at a time: the atoms' grid is built once
+    (O(N log N)), then each call costs only its own centres' pairs, so a giant structure's
+    residues can go through in chunks; a chunk's neighbourhoods equal those of one call.
+
+    Holds about 40 bytes per environment atom besides ``env_xyz`` (the sorted grid).
+
+    Args:
+        env_xyz: (N, 3) float64 Å, every environment atom (kept, not copied).
+        env_el: (N,) element symbols.
+        radius: inclusive cut-off in Å.
+        n_own_atoms: rows ``>=`` this are extra atoms (``atom_index`` -1); default none are.
+    """
+
+    def __init__(
+        self,
+        env_xyz: np.ndarray,
+        env_el: np.ndarray,
+        radius: float,
+        *,
+        n_own_atoms: int | None = None,
+    ) -> None:
+        self.env_xyz = np.asarray(env_xyz, dtype=np.float64)
+        self.env_el = np.asarray(env_el)
+        self.radius = float(radius)
+        self.n_own = len(self.env_xyz) if n_own_atoms is None else n_own_atoms
+        self._grid = _Grid(self.env_xyz, self.radius) if len(self.env_xyz) else None
+
+    def around(
+        self,
+        residue_index: np.ndarray,
+        centre_index: np.ndarray,
+        *,
+        skipped: np.ndarray | None = None,
+    ) -> Neighborhoods:
+        """Neighbourhoods of the centre atoms ``env_xyz[centre_index]`` (M,) int64, labelled with
+        ``residue_index`` (M,) int64; `skipped` is stored as given (default empty)."""
+        centre_index = np.asarray(centre_index, dtype=np.int64)
+        centres = self.env_xyz[centre_index]
+        if self._grid is None or len(centres) == 0:
+            nbhd = atom = np.zeros(0, dtype=np.int64)
+        else:
+            nbhd, atom = self._grid.pairs(centres)
+        rel = self.env_xyz[atom] - centres[nbhd]
+        dist = np.sqrt(np.einsum("ij,ij->i", rel, rel))
+        keep = (dist <= self.radius) & (dist >= MIN_DISTANCE) & (atom != centre_index[nbhd])
+        nbhd, atom, rel = nbhd[keep], atom[keep], rel[keep]
+
+        offsets = np.zeros(len(residue_index) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(nbhd, minlength=len(residue_index)), out=offsets[1:])
+        return Neighborhoods(
+            residue_index=np.asarray(residue_index, dtype=np.int64),
+            offsets=offsets,
+            coords=rel.astype(np.float32),
+            element=self.env_el[atom],
+            atom_index=np.where(atom < self.n_own, atom, -1).astype(np.int64),
+            skipped=np.zeros(0, np.int64) if skipped is None else skipped,
+            radius=self.radius,
+        )
+
+
+#: Grid cells per cut-off radius in `_Grid` (cells of radius/2: each centre scans 5×5 columns of
+#: 5 cells, 2.5× the volume of its sphere instead of 6.4× with cells of one radius).
 _CELLS_PER_RADIUS = 2
 
-#: Centres per chunk in `_pairs_within`, so that candidate arrays stay a few tens of MB.
+#: Centres per chunk in `_Grid.pairs`, so that candidate arrays stay a few tens of MB.
 _CENTRE_CHUNK = 2048
+
+
+class _Grid:
+    """Points sorted by the cell of a uniform grid, for radius queries from centres that lie in
+    the box [lo, hi] (default: the points' own box).
+
+    No k-d tree: importing scipy.spatial costs ≈ 0.25 s of start-up. Per centre, the (2k+1)²
+    columns of 2k+1 cells around it are contiguous key ranges (k = `_CELLS_PER_RADIUS`), found
+    with one `searchsorted` each.
+    """
+
+    def __init__(
+        self,
+        points: np.ndarray,
+        radius: float,
+        lo: np.ndarray | None = None,
+        hi: np.ndarray | None = None,
+    ) -> None:
+        self.reach = radius * (1 + 1e-9) + 1e-9
+        k = _CELLS_PER_RADIUS
+        self.lo = points.min(axis=0) if lo is None else lo
+        hi = points.max(axis=0) if hi is None else hi
+        span = float(np.max(hi - self.lo))
+        self.cell = max(self.reach / k, span / 2**20)  # ≤ 2^20 cells per axis: no key overflow
+        # cells shifted by k so that every neighbour of a centre's cell has coordinates >= 0
+        self.dims = np.floor((hi - self.lo) / self.cell).astype(np.int64) + 2 * k + 1
+        key = self._keys(self._cells(points))
+        self.order = np.argsort(key, kind="stable")
+        self.sorted_key = key[self.order]
+        self.axes = np.ascontiguousarray(points.T)
+        steps = np.arange(-k, k + 1)
+        self.dx, self.dy = (a.reshape(-1) for a in np.meshgrid(steps, steps, indexing="ij"))
+
+    def _cells(self, xyz: np.ndarray) -> np.ndarray:
+        return np.floor((xyz - self.lo) / self.cell).astype(np.int64) + _CELLS_PER_RADIUS
+
+    def _keys(self, cells: np.ndarray) -> np.ndarray:
+        return (cells[:, 0] * self.dims[1] + cells[:, 1]) * self.dims[2] + cells[:, 2]
+
+    def pairs(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, point) index pairs, both (P,) int64, with distance <= radius (plus a hair),
+        sorted by centre then point."""
+        empty = np.zeros(0, dtype=np.int64)
+        k, dims = _CELLS_PER_RADIUS, self.dims
+        c_cell = self._cells(centres)
+        c_axes = np.ascontiguousarray(centres.T)
+        found_centre, found_point = [empty], [empty]
+        for c0 in range(0, len(centres), _CENTRE_CHUNK):
+            cc = c_cell[c0 : c0 + _CENTRE_CHUNK]
+            column = (cc[:, None, 0] + self.dx) * dims[1] + (cc[:, None, 1] + self.dy)
+            first = np.searchsorted(
+                self.sorted_key, column * dims[2] + (cc[:, None, 2] - k), "left"
+            )
+            last = np.searchsorted(
+                self.sorted_key, column * dims[2] + (cc[:, None, 2] + k), "right"
+            )
+            counts = (last - first).reshape(-1)
+            ends = np.cumsum(counts)
+            centre = np.repeat(np.arange(c0, c0 + len(cc)).repeat(column.shape[1]), counts)
+            at = np.repeat(first.reshape(-1) - (ends - counts), counts) + np.arange(ends[-1])
+            point = self.order[at]
+            d2 = np.zeros(len(point))
+            for axis in range(3):
+                d = self.axes[axis][point] - c_axes[axis][centre]
+                d2 += d * d
+            near = d2 <= self.reach * self.reach
+            found_centre.append(centre[near])
+            found_point.append(point[near])
+        centre, point = np.concatenate(found_centre), np.concatenate(found_point)
+        # centres are already ascending: a stable sort of the unique keys runs through in O(P)
+        by_pair = np.argsort(centre * len(self.order) + point, kind="stable")
+        return centre[by_pair], point[by_pair]
 
 
 def _pairs_within(
     centres: np.ndarray, points: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(centre, point) index pairs, both (P,) int64, with distance <= radius (plus a hair),
-    sorted by centre then point.
-
-    A uniform grid in NumPy (no k-d tree: importing scipy.spatial costs ≈ 0.25 s of start-up):
-    points sorted by cell key; per centre, the (2k+1)² columns of 2k+1 cells around it are
-    contiguous key ranges (k = `_CELLS_PER_RADIUS`), found with one `searchsorted` each.
-    """
+    sorted by centre then point (`_Grid` over the box of both)."""
     empty = np.zeros(0, dtype=np.int64)
     if len(centres) == 0 or len(points) == 0:
         return empty, empty
-    reach = radius * (1 + 1e-9) + 1e-9
-    k = _CELLS_PER_RADIUS
     lo = np.minimum(points.min(axis=0), centres.min(axis=0))
-    span = float(np.max(np.maximum(points.max(axis=0), centres.max(axis=0)) - lo))
-    cell = max(reach / k, span / 2**20)  # ≤ 2^20 cells per axis: int64 keys cannot overflow
-    # cells shifted by k so that every neighbour of a centre's cell has coordinates >= 0
-    p_cell = np.floor((points - lo) / cell).astype(np.int64) + k
-    c_cell = np.floor((centres - lo) / cell).astype(np.int64) + k
-    dims = np.maximum(p_cell.max(axis=0), c_cell.max(axis=0)) + k + 1
-    p_key = (p_cell[:, 0] * dims[1] + p_cell[:, 1]) * dims[2] + p_cell[:, 2]
-    order = np.argsort(p_key, kind="stable")
-    sorted_key = p_key[order]
-    steps = np.arange(-k, k + 1)
-    dx, dy = (a.reshape(-1) for a in np.meshgrid(steps, steps, indexing="ij"))
-    p_axes = np.ascontiguousarray(points.T)
-    c_axes = np.ascontiguousarray(centres.T)
-    found_centre, found_point = [empty], [empty]
-    for c0 in range(0, len(centres), _CENTRE_CHUNK):
-        cc = c_cell[c0 : c0 + _CENTRE_CHUNK]
-        column = (cc[:, None, 0] + dx) * dims[1] + (cc[:, None, 1] + dy)  # (C, (2k+1)²)
-        first = np.searchsorted(sorted_key, column * dims[2] + (cc[:, None, 2] - k), "left")
-        last = np.searchsorted(sorted_key, column * dims[2] + (cc[:, None, 2] + k), "right")
-        counts = (last - first).reshape(-1)
-        ends = np.cumsum(counts)
-        centre = np.repeat(np.arange(c0, c0 + len(cc)).repeat(column.shape[1]), counts)
-        point = order[np.repeat(first.reshape(-1) - (ends - counts), counts) + np.arange(ends[-1])]
-        d2 = np.zeros(len(point))
-        for axis in range(3):
-            d = p_axes[axis][point] - c_axes[axis][centre]
-            d2 += d * d
-        near = d2 <= reach * reach
-        found_centre.append(centre[near])
-        found_point.append(point[near])
-    centre, point = np.concatenate(found_centre), np.concatenate(found_point)
-    # centres are already ascending: a stable sort of the unique keys runs through in O(P)
-    by_pair = np.argsort(centre * len(points) + point, kind="stable")
-    return centre[by_pair], point[by_pair]
+    hi = np.maximum(points.max(axis=0), centres.max(axis=0))
+    return _Grid(points, radius, lo, hi).pairs(centres)
