@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import re
 import shutil
 import string
 import subprocess
@@ -115,7 +116,11 @@ def write_giant(source: Path, copies: int, gap: float, out: Path, fmt: str) -> i
 
 def run(argv: list[str], pythonpath: Path) -> dict:
     """Run `python ARGV` in a fresh process with PYTHONPATH=`pythonpath`: wall and CPU seconds,
-    peak RSS (MB) of the child, from wait4."""
+    peak RSS (MB) of the child, from wait4, and its stderr.
+
+    Linux folds the spawning process's peak RSS into the child's (the child starts in the
+    parent's memory until it execs), so this script keeps itself small: no torch, no pyarrow.
+    """
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
     start = time.perf_counter()
     proc = subprocess.Popen(  # cwd elsewhere: `-m` would import the package in the cwd first
@@ -130,19 +135,30 @@ def run(argv: list[str], pythonpath: Path) -> dict:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{err}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "rss": usage.ru_maxrss / 1024, "stderr": err}
 
 
-def _rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.read_metadata(path).num_rows
+def _rows(stderr: str) -> int:
+    """The rows the command's summary line says the output holds."""
+    return int(re.findall(r"holds\s+([\d,]+)\s+rows", stderr)[-1].replace(",", ""))
 
 
 PARSE = (
     "import sys; from holoprot.io.structure import read_structure;"
     " s = read_structure(sys.argv[1]); print(s.n_atoms)"
 )
+#: A small random model, written to argv[1] (smoke runs only: not the shipped model's figures).
+TINY_WEIGHTS = """
+import sys, torch
+from pathlib import Path
+from holoprot.model import HVAE, HVAEConfig, save_model
+torch.manual_seed(0)
+config = HVAEConfig(latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16),
+                    input_norm_const=0.33)
+meta = {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0}
+save_model(HVAE(config).eval(), Path(sys.argv[1]).with_suffix(""), meta)
+"""
 
 
 def main() -> None:
@@ -166,7 +182,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     weights = args.weights
     if args.tiny_weights:
-        weights = str(_tiny_weights(tmp))
+        weights = str(tmp / "tiny.safetensors")
+        run(["-c", TINY_WEIGHTS, weights], args.pythonpath)
     print(
         f"{cpu_model()}, {os.cpu_count()} CPUs, {time.strftime('%F %T')}, code {args.pythonpath},"
         f" source {source.name}" + (" (TINY RANDOM MODEL)" if args.tiny_weights else "")
@@ -216,26 +233,12 @@ def main() -> None:
                     if chunk != "default":
                         argv += ["--chunk-residues", chunk]
                     r = run(argv, args.pythonpath)
-                    rate = _rows(out) / r["wall"]
+                    rate = _rows(r["stderr"]) / r["wall"]
                     out.unlink()
                     print(row(command, label, chunk, f"{r['wall']:.1f}", f"{r['cpu']:.1f}",
                               f"{rate:,.0f}", f"{r['rss']:,.0f}"), flush=True)  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _tiny_weights(folder: Path) -> Path:
-    """A small random model (smoke runs only: its figures are not the shipped model's)."""
-    import torch
-
-    from holoprot.model import HVAE, HVAEConfig, save_model
-
-    torch.manual_seed(0)
-    config = HVAEConfig(
-        latent_dim=16, ch_initial=8, ch_sizes=(8, 8, 8, 8, 16, 16), input_norm_const=0.33
-    )
-    meta = {"basis": {"lmax": 6, "nmax": 20, "rcut": 10.0}, "radius": 10.0}
-    return save_model(HVAE(config).eval(), folder / "tiny", meta)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ Rows are written once, in the order they are given, into *parts*: Parquet files 
 folder (``<out>.partial/`` for a file output, ``<DIR>/_temporary/`` for a folder), each written
 under a hidden temporary name and renamed when complete, with ``manifest.json`` listing the
 complete parts and the inputs (``source_path`` values) they hold. A part is closed at the first
-input boundary after `PART_ROWS` rows or `PART_BYTES` bytes, so a killed run loses at most the
-part it was writing; a resumed run keeps the manifest's parts, deletes the files the killed run
-left beyond them and skips their inputs. Part boundaries depend only on the rows, so a resumed
-run writes the same parts as an uninterrupted one.
+input boundary after `PART_ROWS` rows or `PART_BYTES` bytes (an input larger than that, written a
+chunk at a time, is in one part all the same), so a killed run loses at most the part it was
+writing; a resumed run keeps the manifest's parts, deletes the files the killed run left beyond
+them and skips their inputs. Part boundaries depend only on the rows (and, by a few bytes per
+chunk of the byte count, on how an input was chunked), so a resumed run writes the same parts as
+an uninterrupted one.
 
 Names read back from files are trusted no further than the folder they name: a manifest's part
 names must be ``part-NNNNNN.parquet`` (`PART_NAME`), a staging folder that is a symbolic link (or
