@@ -24,8 +24,11 @@ run: $(BIN)/holoprot
 	$(BIN)/holoprot embed examples/structures/ -o out/examples.parquet --frames
 	$(BIN)/python -c "import pandas as pd; df = pd.read_parquet('out/examples.parquet'); print(df.drop(columns=['latent', 'frame']).groupby('structure_id').size().rename('residues').to_string())"
 
+# Two pytest-xdist workers: most tests wait on subprocesses, Ray or Chromium part of the time, so
+# two share 2 cores well (one torch thread each, tests/conftest.py); the tests that start Ray and
+# the docs build keep to one worker (xdist_group "ray").
 test: $(BIN)/holoprot dssp chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # DSSP 4 (mkdssp) for the secondary-structure labels of weights/evaluate.py: Debian's dssp package
 # (no PyPI package ships DSSP 4). Where apt-get cannot run, the DSSP tests are skipped.

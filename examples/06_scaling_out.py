@@ -30,7 +30,6 @@ Files written to ``$HOLOPROT_EXAMPLES_OUT`` (default ``out/examples/``):
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -52,10 +51,10 @@ OUT.mkdir(parents=True, exist_ok=True)
 
 files = [str(f) for f in sorted((HERE / "structures").glob("*.*")) if f.suffix != ".md"]
 dataset = OUT / "06_scaling_out_dataset"
-shutil.rmtree(dataset, ignore_errors=True)  # a dataset folder is only ever added to (--resume)
 
+# --overwrite replaces the dataset of an earlier run of this example (--resume would add to it).
 start = time.perf_counter()
-command = ["embed", *files, "-o", str(dataset), "--engine", "ray", "--workers", "1"]
+command = ["embed", *files, "-o", str(dataset), "--engine", "ray", "--workers", "1", "--overwrite"]
 run = subprocess.run([sys.executable, "-m", "holoprot", *command], capture_output=True, text=True)
 if run.returncode != 0:
     raise RuntimeError(f"holoprot embed --engine ray failed:\n{run.stderr}")

@@ -7,17 +7,24 @@ See tests/data/structures/PROVENANCE.md for what each file is and what it exerci
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
-import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+#: `make test` runs the tests in two pytest-xdist workers (most tests wait on subprocesses, Ray
+#: or Chromium part of the time): each worker's torch uses one thread, so that the two never
+#: oversubscribe the cores (set before torch is imported; subprocesses inherit it).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from holoprot.cli import app
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import Result  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from holoprot.cli import app  # noqa: E402
 
 #: CI sets HOLOPROT_STRICT=1 (`.ci/run`): a test marked ``requires`` whose data or tool is missing
 #: fails there instead of being skipped, so the reference-equality and DSSP tests cannot

@@ -22,9 +22,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from holoprot._util.devices import bf16_supported
 from holoprot.cli import app
+from holoprot.io.tables import read_metadata
 
 ray = pytest.importorskip("ray")
+
+#: One pytest-xdist worker runs every test that starts Ray (`ray stop --force` stops them all).
+pytestmark = pytest.mark.xdist_group("ray")
 
 from holoprot.embedding.distributed import embed_dataset  # noqa: E402
 
@@ -161,6 +166,27 @@ def test_cli_lists_failures_resumes_and_reads_uris(weights: Path, tmp_path: Path
 
     other = runner.invoke(app, [*base, str(GOOD[0]), "--resume", "--frames"])
     assert other.exit_code == 1 and "columns differ" in other.output
+
+    # --overwrite replaces the dataset: only this run's input is left, in this run's part files.
+    replaced = runner.invoke(app, [*base, uri, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert set(pq.read_table(out).column("source_path").to_pylist()) == {uri}
+    assert not list(out.glob(".*")) and not part.exists()
+
+    # --precision bf16 is asked of a worker node: refused in one line where it has no bf16
+    # hardware (the dataset left as it was), else written with bf16 in the metadata.
+    kept = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    bf16 = runner.invoke(app, [*base, uri, "--overwrite", "--precision", "bf16"])
+    if bf16_supported("cpu"):
+        assert bf16.exit_code == 0, bf16.output
+        assert read_metadata(out)["precision"] == "bf16"
+    else:
+        assert bf16.exit_code == 1, bf16.output
+        assert bf16.output.strip() == (
+            "error: --precision bf16: this CPU has no bfloat16 matrix instructions"
+            " (AVX-512 BF16, AMX or Arm BF16); use --precision fp32"
+        )
+        assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == kept
 
 
 def _encoder_pids() -> list[int]:

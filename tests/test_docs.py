@@ -3,7 +3,7 @@ every gallery example (this is where CI executes them); each example writes the 
 docstring promises and shows its figures; the CLI reference lists every command and option of
 the Typer app; no page is empty; and a failing example fails the build.
 
-The site is built once per session (module-scoped fixture; it runs every example), into a
+The site is built once per session (a session fixture; it runs every example), into a
 temporary folder; sphinx-gallery still writes docs/auto_examples/ and docs/generated/
 (git-ignored), as `make docs` does.
 """
@@ -29,6 +29,10 @@ DOCS = ROOT / "docs"
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9][0-9]_*.py"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+#: The site is built once, by one pytest-xdist worker, the one running every test that starts
+#: Ray (the scaling-out example does; test_ray_connect's `ray stop --force` would stop it).
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @dataclass(frozen=True)
 class Site:
@@ -40,12 +44,12 @@ def sphinx_build(
     source: Path, out: Path, env: dict[str, str], *extra: str
 ) -> subprocess.CompletedProcess:
     """`sphinx-build -b html -W --keep-going` of `source` into `out`/html (doctrees beside it)."""
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q"]
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", "-N"]
     command += ["-d", str(out / "doctrees"), *extra, str(source), str(out / "html")]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: pytest-xdist may run other tests between these
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
     out = tmp_path_factory.mktemp("docs")
     examples_out = out / "examples-out"
@@ -175,4 +179,6 @@ def test_failing_example_fails_the_build(tmp_path: Path) -> None:
     )
     result = sphinx_build(source, tmp_path, dict(os.environ))
     assert result.returncode != 0
-    assert "01_broken.py failed" in result.stdout + result.stderr
+    # -N asks for no colour, but a forced-colour environment (FORCE_COLOR) may still add ANSI codes.
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    assert re.search(r"01_broken\.py\S*\s+(unexpectedly )?failed", output), output[-2000:]

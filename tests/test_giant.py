@@ -145,9 +145,9 @@ def _batches_seen(embedder: Embedder) -> list[np.ndarray]:
     seen: list[np.ndarray] = []
     encode = embedder.model.encode
 
-    def recording(x: torch.Tensor):
+    def recording(x: torch.Tensor, precision: str = "fp32"):
         seen.append(x.numpy().copy())
-        return encode(x)
+        return encode(x, precision)
 
     embedder.model.encode = recording
     return seen

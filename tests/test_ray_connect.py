@@ -18,6 +18,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+#: One pytest-xdist worker runs every test that starts Ray (`ray stop --force` stops them all).
+pytestmark = pytest.mark.xdist_group("ray")
+
 PDB = Path(__file__).parents[1] / "examples" / "structures" / "1hvr.pdb"
 RAY_NOISE = ("INFO", "streaming_executor", "logging_progress", "core_worker", "gcs_client", " W ")
 

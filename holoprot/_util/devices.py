@@ -128,3 +128,25 @@ def bf16_supported(device: str | torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return False
+
+
+#: Precisions of the encoder's matmuls (:meth:`holoprot.model.HVAE.encode`).
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Refuse, in one line, a precision name other than ``fp32`` or ``bf16``, and ``bf16`` on a
+    `device` that would emulate it (:func:`bf16_supported`: slower than fp32 there, and no
+    faster result to trade the 0.4 % latent error for)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise HoloprotError(f"--precision {precision}: expected fp32 or bf16")
+    if precision == "bf16" and not bf16_supported(device):
+        device = torch.device(device)
+        what = (
+            "this CPU has no bfloat16 matrix instructions (AVX-512 BF16, AMX or Arm BF16)"
+            if device.type == "cpu"
+            else f"{device} has no bfloat16 matrix hardware (CUDA compute capability 8.0+)"
+        )
+        raise HoloprotError(f"--precision bf16: {what}; use --precision fp32")

@@ -205,6 +205,13 @@ def embed(
     frames: Annotated[
         bool, typer.Option("--frames", help="Also write the 3x3 learned frame.")
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Encoder matmuls: fp32, or bf16 where the CPU/GPU has bfloat16 hardware"
+            " (latents within ~0.7 % of fp32).",
+        ),
+    ] = "fp32",
     chains: Annotated[
         str | None, typer.Option(help="Only residues of these chains, e.g. A,B.")
     ] = None,
@@ -237,10 +244,12 @@ def embed(
             weights,
             batch_size,
             frames,
+            precision,
             chains,
             model,
             workers,
             resume,
+            overwrite,
             engine,
             address,
             gpus_per_worker,
@@ -262,7 +271,7 @@ def embed(
         chain_list = parse_chains(chains)
         check_output_file(output, overwrite=overwrite, resume=resume)
         chunk = CHUNK_RESIDUES if chunk_residues is None else chunk_residues
-        embedder = Embedder(weights, device, size, chunk_residues=chunk)
+        embedder = Embedder(weights, device, size, chunk_residues=chunk, precision=precision)
         paths = [str(p) for p in expand_inputs(inputs)]
         check_unique_ids(paths)
         if device == "auto" and not torch.cuda.is_available():
@@ -288,18 +297,20 @@ def embed_on_ray(
     weights: str,
     batch_size: str,
     frames: bool,
+    precision: str,
     chains: str | None,
     model: int | None,
     workers: int | None,
     resume: bool,
+    overwrite: bool,
     engine: str,
     address: str | None,
     gpus_per_worker: float | None,
     verbose: bool,
     chunk_residues: int | None,
 ) -> None:
-    """`holoprot embed --engine ray`: a Parquet dataset in the folder `output`; failed inputs
-    are listed (exit status 3) and never stop the run."""
+    """`holoprot embed --engine ray`: a Parquet dataset in the folder `output` (replacing one
+    there with `overwrite`); failed inputs are listed (exit status 3) and never stop the run."""
     from holoprot.cli._checks import parse_chains
     from holoprot.embedding.distributed import embed_dataset
 
@@ -320,6 +331,8 @@ def embed_on_ray(
             gpus_per_worker=gpus_per_worker,
             batch_size=size,
             resume=resume,
+            overwrite=overwrite,
+            precision=precision,
             verbose=verbose,
             **({} if chunk_residues is None else {"chunk_residues": chunk_residues}),
         )

@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from holoprot._util.devices import PRECISIONS
 from holoprot.errors import HoloprotError, InputError
 from holoprot.io.structure import max_structure_bytes, size_limit_message
 from holoprot.io.tables import (
@@ -229,17 +230,25 @@ class Encoder:
         batch_size: neighbourhoods per encoder call.
         device: ``cpu`` or ``cuda``.
         threads: torch CPU threads.
+        precision: ``fp32`` or ``bf16`` (as for `Embedder`).
     """
 
     def __init__(
-        self, weights: str, sha256: str, frames: bool, batch_size: int, device: str, threads: int
+        self,
+        weights: str,
+        sha256: str,
+        frames: bool,
+        batch_size: int,
+        device: str,
+        threads: int,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
         from holoprot.embedding.embedder import Embedder
 
         torch.set_num_threads(threads)
-        self.embedder = Embedder(weights, device, batch_size)
+        self.embedder = Embedder(weights, device, batch_size, precision=precision)
         if self.embedder.weights_sha256 != sha256:
             raise HoloprotError(f"weights {weights}: this node holds other weights ({sha256})")
         self.frames = frames
@@ -265,6 +274,13 @@ class Encoder:
             {"source_path": bad.column("source_path"), ERROR_COLUMN: bad.column(ERROR_COLUMN)}
         )
         return pa.concat_tables([encoded, failed], promote_options="default").cast(self.schema)
+
+
+def _check_precision_here(precision: str, device: str) -> None:
+    """`check_precision` on the node this runs on (a Ray task): HoloprotError where refused."""
+    from holoprot._util.devices import check_precision
+
+    check_precision(precision, device)
 
 
 def _filesystem(out_dir: str) -> tuple[pafs.FileSystem, str]:
@@ -493,6 +509,8 @@ def embed_dataset(
     rows_per_part: int = 65_536,
     chunk_residues: int = CHUNK_RESIDUES,
     resume: bool = False,
+    overwrite: bool = False,
+    precision: str = "fp32",
     verbose: bool = False,
 ) -> DatasetResult:
     """Embed every residue of `inputs` on a Ray cluster into a Parquet dataset in `out_dir`.
@@ -514,6 +532,10 @@ def embed_dataset(
             128-d latents: about 40 MB; whole inputs, so a few more, or an input of its own).
         chunk_residues: residues of a file projected at once, and so the rows of a block.
         resume: skip inputs already in `out_dir`.
+        overwrite: replace a dataset in `out_dir`: its part files are removed once this run has
+            written its own (a run stopped before then leaves both; rerun with `overwrite`).
+        precision: ``fp32`` or ``bf16`` (as for `Embedder`; refused when a worker node's device
+            has no bfloat16 hardware).
         verbose: show Ray's INFO logs and progress bars (otherwise warnings and errors only).
 
     Returns:
@@ -525,41 +547,52 @@ def embed_dataset(
         raise HoloprotError(
             "batch size, files per task, rows per part, chunk residues and workers must be > 0"
         )
+    if resume and overwrite:
+        raise HoloprotError("--resume and --overwrite exclude each other")
+    if precision not in PRECISIONS:
+        raise HoloprotError(f"--precision {precision}: expected fp32 or bf16")
     ray = _ray()
     sources = expand_sources(inputs)
+    # The driver's embedder gives the settings and the schema; the actors encode (at `precision`).
     embedder = Embedder(weights, "cpu", batch_size, chunk_residues=chunk_residues)
-    schema = embedder.schema(frames)
+    schema = embedder.schema(frames, precision)
     out_dir = str(out_dir)
     fs, root = _filesystem(out_dir)
     done: set[str] = set()
+    old_parts = _part_files(fs, root)
     if resume:
         done = written_sources(out_dir, schema)
-    elif _part_files(fs, root):
-        raise HoloprotError(f"{out_dir}: holds a dataset already (use --resume, or another folder)")
+    elif old_parts and not overwrite:
+        raise HoloprotError(
+            f"{out_dir}: holds a dataset already (use --resume, --overwrite, or another folder)"
+        )
     todo = [s for s in sources if s not in done]
     result = DatasetResult(resumed=len(sources) - len(todo))
-    if not todo:
-        return result
-
-    with _ray_stderr(verbose):
-        return _connect_and_run(
-            ray,
-            address,
-            verbose,
-            result.resumed,
-            todo,
-            out_dir,
-            embedder,
-            weights,
-            frames=frames,
-            chains=chains,
-            model=model,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            batch_size=batch_size,
-            files_per_task=files_per_task,
-            rows_per_part=rows_per_part,
-        )
+    if todo:
+        with _ray_stderr(verbose):
+            result = _connect_and_run(
+                ray,
+                address,
+                verbose,
+                result.resumed,
+                todo,
+                out_dir,
+                embedder,
+                weights,
+                frames=frames,
+                chains=chains,
+                model=model,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                batch_size=batch_size,
+                files_per_task=files_per_task,
+                rows_per_part=rows_per_part,
+                precision=precision,
+            )
+    if overwrite:
+        for path in sorted(set(old_parts) - set(result.files)):
+            fs.delete_file(path)
+    return result
 
 
 def _connect_and_run(
@@ -666,6 +699,7 @@ def _run(
     batch_size: int,
     files_per_task: int,
     rows_per_part: int,
+    precision: str,
     verbose: bool,
 ) -> DatasetResult:
     from ray.data import ActorPoolStrategy, DataContext
@@ -683,13 +717,23 @@ def _run(
     text = str(weights)
     if os.sep in text or Path(text).exists():  # a path: the same absolute path on every node
         text = str(Path(text).resolve())
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    if precision == "bf16":  # asked of a worker node, so that a refusal is one line, not N actors'
+        check = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_check_precision_here)
+        try:
+            ray.get(check.remote(precision, device))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, HoloprotError):
+                raise exc.cause from None
+            raise
     encoder_args = {
         "weights": text,
         "sha256": embedder.weights_sha256,
         "frames": frames,
         "batch_size": batch_size,
-        "device": "cuda" if gpus_per_worker > 0 else "cpu",
+        "device": device,
         "threads": 1,
+        "precision": precision,
     }
     settings = embedder.settings(model, chains)
     if not verbose:  # Ray Data's console handler: errors only (its log file keeps the rest)
@@ -720,7 +764,7 @@ def _run(
             num_gpus=gpus_per_worker,
             memory=ENCODER_MEMORY,
         )
-        sink = _datasink_class()(out_dir, embedder.schema(frames), rows_per_part)
+        sink = _datasink_class()(out_dir, embedder.schema(frames, precision), rows_per_part)
         ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.25})
     finally:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved

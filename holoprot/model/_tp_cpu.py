@@ -22,10 +22,11 @@ output is still in cache.
 
 The forward pass computes every output degree in one call (each block's rows of ``x`` are read
 once, not once per degree: 10 % of the encoder's time, one thread of a busy machine), each
-into its own ``(2l3+1, B, P·C)`` array (a numba typed list: one compiled kernel whatever the
-number of degrees; separate arrays stay under the allocator's mmap threshold, where one buffer
-of all degrees, 52 MB at batch 512, was faulted in page by page at each call). Groups are
-ordered by degree, ``M``, then path. The backward pass is the transpose of the same sums,
+into its own ``(2l3+1, B, P·C)`` array, passed as a tuple (one compiled kernel per number of
+degrees, cached like the rest; a numba typed list would compile its own methods in every
+process, 0.3–0.5 s of each start; separate arrays stay under the allocator's mmap threshold,
+where one buffer of all degrees, 52 MB at batch 512, was faulted in page by page at each call).
+Groups are ordered by degree, ``M``, then path. The backward pass is the transpose of the same sums,
 ``gx[r1] += k·g·x[r2]`` and ``gx[r2] += k·g·x[r1]``, one call per degree accumulating into
 ``gx``, where ``g`` is ``∂L/∂out`` plus the share of ``∂L/∂sq`` (``2·w·s_b·out`` for a degree
 of weight ``w``, passed as ``norm_grad_b = 2·w·s_b``).
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange
-from numba.typed import List
 
 from holoprot._util.jit import cached_njit
 
@@ -59,7 +59,7 @@ def tp_forward(
     group_path: np.ndarray,
     group_out: np.ndarray,
     out_weight: np.ndarray,
-    outs: List,
+    outs: tuple[np.ndarray, ...],
     sq: np.ndarray,
 ) -> None:
     """Write every group into its output and add each sample's weighted sum of squares of the
@@ -67,7 +67,7 @@ def tp_forward(
 
     x (R, B·C) contiguous (C = `chans`); row1, row2 (T,) int64 input rows; coef (T,) x's dtype;
     group g owns terms group_start[g] … group_start[g+1] and is
-    ``outs[group_out[g]][group_m[g], :, group_path[g]·C :][:C]``; outs: typed list of the
+    ``outs[group_out[g]][group_m[g], :, group_path[g]·C :][:C]``; outs: a tuple of the
     (2l3+1, B, P·C) outputs, x's dtype (every entry written), their squares weighted by
     out_weight (float64); sq (B,) float64.
     """

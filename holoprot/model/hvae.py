@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from holoprot._util.devices import PRECISIONS
 from holoprot.model.cg import LS_RULES
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
 from holoprot.model.so3 import irreps_ls, parse_irreps
@@ -37,9 +38,6 @@ __all__ = [
     "hvae_loss",
 ]
 
-
-#: Precisions of :meth:`HVAE.encode`'s matmuls.
-PRECISIONS = ("fp32", "bf16")
 
 #: The last CG blocks of the encoder keep fp32 matmuls under ``precision="bf16"``: rounding in
 #: them moves the latents most (shipped z = 128 weights, BM5 residues, median over residues:
@@ -272,9 +270,11 @@ class HVAE(nn.Module):
         bfloat16 (torch accumulates in fp32); the rest (initial projection, tensor products,
         norms, skips, the last blocks, the heads) stays in ``x``'s dtype. At z = 128 that is
         86 % of the encoder's multiply-adds. Latents move by 0.4 % of their norm (shipped
-        weights, 3,366 BM5 residues, ``‖z − z_fp64‖ / ‖z_fp64‖``: median 0.42 %, max 0.67 %;
-        fp32: 4e-6), frame rows by 2.5e-4 (median; 9e-4 at the 99th percentile, 0.12 for the
-        one residue whose two learned vectors are 5° apart). Faster only where the device
+        weights, 10,000 held-out residues, ``‖z − z_fp64‖ / ‖z_fp64‖``: median 0.42 %, 99th
+        percentile 0.56 %, max 0.72 %; fp32: 4e-6), frame rows by 3e-4 (median; 1.2e-3 at the
+        99th percentile, up to 0.1 where the two learned vectors are a few degrees apart); SS
+        probes, search hits and affinity Pearson do not move beyond their noise
+        (benchmarks/eval_precision.py). Faster only where the device
         multiplies bf16 in hardware (:func:`holoprot._util.devices.bf16_supported`); elsewhere
         torch emulates it, slowly.
         """

@@ -424,8 +424,6 @@ class _SparseTensorProduct(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx, x: Tensor, terms: _SparseTerms
     ) -> tuple[Tensor, ...]:
-        from numba.typed import List
-
         from holoprot.model._tp_cpu import tp_forward
 
         if x.device.type != "cpu":
@@ -441,7 +439,7 @@ class _SparseTensorProduct(torch.autograd.Function):
         set_numba_threads(_tp_threads(x))
         tp_forward(
             x.detach().reshape(rows, batch * chans).numpy(), chans, *terms.tables(x.dtype),
-            terms.group_degree, 1 / (2 * terms.degrees + 1.0), List([b.numpy() for b in blocks]),
+            terms.group_degree, 1 / (2 * terms.degrees + 1.0), tuple(b.numpy() for b in blocks),
             sq,
         )  # fmt: skip
         ctx.set_materialize_grads(False)
