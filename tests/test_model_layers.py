@@ -1,6 +1,6 @@
 """The encoder's fused pieces against their plain definitions: the tensor product's per-sample
 squared norm (numba: summed in the kernel, with its own backward), the CG block (norm folded into
-the linear layer, the skip added in place), and the inference matmul (oneDNN)."""
+the linear layer, the skip added in place), and the matmul of the linear layers."""
 
 from __future__ import annotations
 
@@ -94,21 +94,15 @@ def test_cg_block_equals_its_layers_composed(ch_in: int, ch_out: int) -> None:
     assert all(x.grad is not None and x.grad.abs().max() > 0 for x in xs)
 
 
-@pytest.mark.parametrize("n_out", [44, 60, 64, 90, 128])
-def test_channel_mix_inference_and_training_products_agree(n_out: int) -> None:
-    """Autograd (training) gets the plain matmul, bit for bit; without autograd float32 may run
-    on oneDNN (another summation order): each entry within 2·γ_K·(|x| @ |w|) of the matmul's,
-    γ_K = K·2⁻²⁴, the bound any two float32 summation orders of K products meet. float64 is
-    the matmul."""
+def test_channel_mix_is_the_matmul_with_or_without_autograd() -> None:
+    """Training and inference get the same float32 matmul, bit for bit (no inference-only op
+    whose other summation order would make latents depend on autograd); float64 likewise."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 50, 300, generator=gen)
-    w = torch.randn(300, n_out, generator=gen, requires_grad=True)
+    w = torch.randn(300, 44, generator=gen, requires_grad=True)
     want = x @ w
     assert torch.equal(channel_mix(x, w), want)
     with torch.no_grad():
-        got = channel_mix(x, w)
-        bound = 2 * 300 * 2.0**-24 * (x.abs() @ w.abs())
-    assert got.shape == want.shape and got.dtype == torch.float32
-    assert ((got - want).abs() <= bound).all()
+        assert torch.equal(channel_mix(x, w), want)
     x64, w64 = x.double(), w.detach().double()
     assert torch.equal(channel_mix(x64, w64), x64 @ w64)

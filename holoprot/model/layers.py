@@ -47,21 +47,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 CG_ZERO = 1e-13
 
 
-def _onednn_linear() -> Callable[..., Tensor] | None:
-    """torch's oneDNN linear op (``torch.ops.mkldnn._linear_pointwise``, what ``torch.compile``
-    emits for CPU linear layers) where this torch build has it."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-#: See :func:`channel_mix`.
-_ONEDNN_LINEAR = _onednn_linear()
-
-#: :func:`channel_mix` pads the output channels of its oneDNN product to a multiple of this.
-ONEDNN_COLUMNS = 16
-
-
 def channel_mix(x: Tensor, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """``x @ weight``: ``(…, K) @ (K, N) → (…, N)``, in ``x``'s dtype.
 
@@ -69,23 +54,14 @@ def channel_mix(x: Tensor, weight: Tensor, dtype: torch.dtype | None = None) -> 
     product, which comes back in that dtype (torch accumulates bf16 products in fp32) and is cast
     to ``x``'s dtype.
 
-    float32 on CPU without autograd (inference) runs on oneDNN's linear op instead of MKL's sgemm,
-    the weight's columns zero-padded to a multiple of :data:`ONEDNN_COLUMNS` (the result is a
-    view of the first ``N``): the encoder at batch 512 takes 15–20 % less time (AMD EPYC, one
-    thread; N = 44, 60, 90 are awkward widths for the vector kernels). Training keeps the matmul
-    (the op has no backward). Both sum in fp32, in different orders: shipped weights on 3,366 BM5
-    residues, latents from either are within 3.3e-6 of the largest |z| of the other's, and 4e-6
-    (median, per residue) from float64 where the matmul's are 2e-6.
+    A plain matmul also for float32 inference: oneDNN's linear op (``_linear_pointwise``) was 8 %
+    faster on one fixed batch shape, but builds and keeps a primitive per shape, and `holoprot
+    embed` meets many (partial batches): on 60 BM5 files it was 8 % slower and peaked 400 MB
+    higher (benchmarks/RESULTS.md).
     """
     if dtype is not None and dtype != x.dtype:
         return (x.to(dtype) @ weight.to(dtype)).to(x.dtype)
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    onednn = _ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == torch.float32
-    if not onednn or needs_grad:
-        return x @ weight
-    n = weight.shape[1]
-    padded = nn.functional.pad(weight, (0, -n % ONEDNN_COLUMNS))
-    return _ONEDNN_LINEAR(x, padded.T, None, "none", [], "")[..., :n]
+    return x @ weight
 
 
 class SO3Linear(nn.Module):
