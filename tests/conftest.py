@@ -39,6 +39,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (`make test`), pytest-xdist has put each grouped test's group
+    in its id; a test without it would run beside the Ray tests on the other worker (where
+    `ray stop --force` stops its Ray), so the run stops here instead."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): pytest"
+            f" {pytest.__version__} with this pytest-xdist ignores xdist_group; see pyproject.toml"
+        )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("requires"):
         available, what = mark.args
