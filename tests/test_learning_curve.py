@@ -28,7 +28,7 @@ def test_the_rounds_file_is_a_learning_curve() -> None:
     assert "hae-z128-bm5" in models
     for model, (rounds, samples, loss) in models.items():
         numbers = [int(r["round"].split()[0]) for r in rounds]  # "7 mid-way": an earlier ship
-        assert numbers == sorted(numbers), model
-        assert sorted(set(numbers)) == list(range(1, numbers[-1] + 1)), model
+        # rounds in order, starting at 1; a round never evaluated has no row (hae-z256 round 2)
+        assert numbers == sorted(numbers) and numbers[0] == 1, model
         assert list(samples) == sorted(samples) and len(set(samples)) == len(samples), model
         assert all(0 < v < 1 for v in loss), model
