@@ -134,14 +134,19 @@ def bf16_supported(device: str | torch.device) -> bool:
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision_name(precision: str) -> None:
+    """Refuse, in one line, a precision name other than those of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise HoloprotError(f"--precision {precision}: expected fp32 or bf16")
+
+
 def check_precision(precision: str, device: str | torch.device) -> None:
     """Refuse, in one line, a precision name other than ``fp32`` or ``bf16``, and ``bf16`` on a
     `device` that would emulate it (:func:`bf16_supported`: slower than fp32 there, and no
     faster result to trade the 0.4 % latent error for)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise HoloprotError(f"--precision {precision}: expected fp32 or bf16")
+    check_precision_name(precision)
     if precision == "bf16" and not bf16_supported(device):
         device = torch.device(device)
         what = (

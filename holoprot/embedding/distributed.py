@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from holoprot._util.devices import PRECISIONS
+from holoprot._util.devices import check_precision, check_precision_name
 from holoprot.errors import HoloprotError, InputError
 from holoprot.io.structure import max_structure_bytes, size_limit_message
 from holoprot.io.tables import (
@@ -274,13 +274,6 @@ class Encoder:
             {"source_path": bad.column("source_path"), ERROR_COLUMN: bad.column(ERROR_COLUMN)}
         )
         return pa.concat_tables([encoded, failed], promote_options="default").cast(self.schema)
-
-
-def _check_precision_here(precision: str, device: str) -> None:
-    """`check_precision` on the node this runs on (a Ray task): HoloprotError where refused."""
-    from holoprot._util.devices import check_precision
-
-    check_precision(precision, device)
 
 
 def _filesystem(out_dir: str) -> tuple[pafs.FileSystem, str]:
@@ -549,8 +542,7 @@ def embed_dataset(
         )
     if resume and overwrite:
         raise HoloprotError("--resume and --overwrite exclude each other")
-    if precision not in PRECISIONS:
-        raise HoloprotError(f"--precision {precision}: expected fp32 or bf16")
+    check_precision_name(precision)
     ray = _ray()
     sources = expand_sources(inputs)
     # The driver's embedder gives the settings and the schema; the actors encode (at `precision`).
@@ -719,7 +711,7 @@ def _run(
         text = str(Path(text).resolve())
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     if precision == "bf16":  # asked of a worker node, so that a refusal is one line, not N actors'
-        check = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_check_precision_here)
+        check = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(check_precision)
         try:
             ray.get(check.remote(precision, device))
         except ray.exceptions.RayTaskError as exc:
