@@ -17,9 +17,11 @@ against a measured fp32 matmul (2048 × 2048 × 2048) on the same threads.
 ``--compare-base PATH`` times the code at PATH (e.g. a git worktree of an older commit) in a
 subprocess with ``PYTHONPATH=PATH``, on the same model and inputs, its calls alternating with this
 code's (so a busy machine slows both alike), and prints the latents' largest difference
-between the two. ``--profile`` prints torch.profiler's top operators of ``encode`` (and of the
-base's). ``--precision bf16`` runs this code's encoder matmuls in bfloat16
-(``HVAE.encode(x, precision=...)``).
+between the two. On a CPU in fp32 the torch-free CPU encoder that `holoprot embed` uses there
+(:mod:`holoprot.model.cpu_encoder`) is timed too, on the same weights and inputs, with its
+latents' difference from the torch encoder's. ``--profile`` prints torch.profiler's top
+operators of ``encode`` (and of the base's). ``--precision bf16`` runs this code's encoder
+matmuls in bfloat16 (``HVAE.encode(x, precision=...)``).
 
     python benchmarks/bench_model.py [--batch 512] [--repeats 3] [--device cpu|cuda] [--threads 2]
         [--default-malloc] [--skip-train] [--precision fp32|bf16] [--compare-base DIR]
@@ -92,6 +94,18 @@ class _Bench:
 
     def run(self, what: str) -> tuple[float, float]:
         return _timed(self.encode if what == "encode" else self.step, self.device)
+
+    def cpu_encoder(self, threads: int) -> Callable[[str], tuple[float, float]]:
+        """A runner of the torch-free CPU encoder (`holoprot.model.cpu_encoder`, what `holoprot
+        embed` uses on CPUs) on this model's weights and inputs (``encode`` only)."""
+        from holoprot.model.cpu_encoder import CPUEncoder
+
+        state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        encoder = CPUEncoder(self.model.config, state)
+        encoder.use_threads(threads)
+        x = self.x.cpu().numpy()
+        self.cpu_latents = lambda: encoder.encode(x)[0]
+        return lambda task: _timed(lambda: encoder.encode(x), self.device)
 
     def profile(self) -> str:
         from torch.profiler import ProfilerActivity, profile
@@ -231,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     bench = _Bench(args.batch, device, args.precision)
     base = None if args.compare_base is None else _Base(args.compare_base, args)
     runners: dict[str, Callable[[str], tuple[float, float]]] = {"this code": bench.run}
+    numpy_side = device.type == "cpu" and args.precision in (None, "fp32")
+    if numpy_side:
+        runners["this code, CPU encoder"] = bench.cpu_encoder(args.threads)
     if base is not None:
         runners[f"base {args.compare_base}"] = lambda task: tuple(base.ask(task))  # type: ignore[misc]
     tasks = ["encode"] if args.skip_train else ["encode", "step"]
@@ -239,11 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         for i in range(args.repeats + 1):  # the first call of each side is the warm-up
             for side, run in runners.items():
+                if task == "step" and side == "this code, CPU encoder":
+                    continue
                 sample = run(task)
                 if i:
                     samples.setdefault((task, side), []).append(sample)
         if task == "encode" and base is not None:  # before training steps change the weights
             latent_diff = _latent_difference(bench, base)
+        if task == "encode" and numpy_side:
+            z = bench.encode().float().numpy()
+            cpu_diff = float(np.abs(bench.cpu_latents() - z).max() / np.abs(z).max())
     medians = {key: _median(values) for key, values in samples.items()}
     macs, terms = encoder_work(bench.model)
     flop = 2 * macs + 3 * terms
@@ -262,21 +284,29 @@ def main(argv: list[str] | None = None) -> None:
             f" {args.batch / wall:,.0f} residues/s, {rate:.0f} GFLOP/s"
             f" ({100 * rate / peak:.0f} % of the matmul peak), CPU {cpu / wall:.2f} cores"
         )
-        if not args.skip_train:
+        if not args.skip_train and ("step", side) in medians:
             wall, cpu = medians[("step", side)]
             lines.append(
                 f"train step (fwd+bwd+Adam), batch {args.batch}, {side}:"
                 f" {args.batch / wall:,.0f} samples/s ({wall:.2f} s/step), CPU {cpu / wall:.2f}"
                 " cores"
             )
+    if numpy_side:
+        lines.append(
+            f"CPU encoder's latents: largest difference from the torch encoder's {cpu_diff:.1e}"
+            " of the largest |z|"
+        )
     if base is not None:
-        for task in tasks:
+        pairs = [(task, "this code") for task in tasks]
+        if numpy_side:
+            pairs.append(("encode", "this code, CPU encoder"))
+        for task, side in pairs:
             (base_wall, base_cpu), (wall, cpu) = (
                 medians[(task, f"base {args.compare_base}")],
-                medians[(task, "this code")],
+                medians[(task, side)],
             )
             lines.append(
-                f"{task}: this code at {base_wall / wall:.2f}x the base's throughput (median wall"
+                f"{task}: {side} at {base_wall / wall:.2f}x the base's throughput (median wall"
                 f" clock), {base_cpu / cpu:.2f}x per CPU second (steadier on a busy machine)"
             )
         lines.append(

@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -109,7 +110,22 @@ def test_cli_writes_parquet_with_metadata_and_resumes(weights: Path, tmp_path: P
         killed.write(table.filter(pc.equal(table.column("source_path"), source)))
     result = runner.invoke(app, ["embed", *map(str, files), "-o", str(out), "--resume", *args])
     assert result.exit_code == 0, result.output
-    assert pq.read_table(out).equals(table)
+    assert_same_embeddings(pq.read_table(out), table)
+
+
+def assert_same_embeddings(got: pa.Table, want: pa.Table) -> None:
+    """Same schema, metadata and identity columns; latents and frames equal to float32 rounding:
+    1e-5 of each row's norm (a resumed run encodes the files left in other batches, and BLAS
+    sums a row differently by its place in the batch; observed ≤ 1.2e-6)."""
+    assert got.schema.equals(want.schema, check_metadata=True)
+    vectors = {"latent", "frame"} & set(want.column_names)
+    for name in want.column_names:
+        if name not in vectors:
+            assert got.column(name).equals(want.column(name)), name
+    for name in vectors:
+        a, b = (np.stack(t.column(name).to_numpy(zero_copy_only=False)) for t in (got, want))
+        err = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+        assert err.max() <= 1e-5, (name, err.max())
 
 
 def test_resume_refuses_other_weights(weights: Path, tmp_path: Path) -> None:

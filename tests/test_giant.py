@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import holoprot.io.structure as structure_module
@@ -141,15 +140,15 @@ def test_zernike_rows_and_bytes_do_not_depend_on_the_chunk(giant: Path, tmp_path
 
 
 def _batches_seen(embedder: Embedder) -> list[np.ndarray]:
-    """Make `embedder`'s encoder record every batch it is given (a copy of its rows)."""
+    """Make `embedder` record every batch its encoder is given (a copy of its rows)."""
     seen: list[np.ndarray] = []
-    encode = embedder.model.encode
+    encode = embedder.encode_batch
 
-    def recording(x: torch.Tensor, precision: str = "fp32"):
-        seen.append(x.numpy().copy())
-        return encode(x, precision)
+    def recording(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(x.copy())
+        return encode(x)
 
-    embedder.model.encode = recording
+    embedder.encode_batch = recording
     return seen
 
 
@@ -170,9 +169,8 @@ def _grouped(embedder: Embedder, files: list[Path]) -> np.ndarray:
 
 def test_embed_batches_and_latents_do_not_depend_on_the_chunk(weights: Path, giant: Path) -> None:
     """Batches of 50 straddle chunk and file boundaries: the encoder is given the same batches,
-    row for row, as before chunking (float32 sums may depend on the batch: on this CPU they
-    happen not to, so the batches themselves are compared), and the latents land on the same
-    rows."""
+    row for row, as before chunking (float32 sums may depend on the batch, so the batches
+    themselves are compared), and the latents land on the same rows."""
     files = [DATA / "1a8o.pdb", giant, EXAMPLES / "1hvr.pdb", giant.with_name("copy.pdb")]
     files[-1].write_bytes(files[0].read_bytes())
     reference = Embedder(weights, "cpu", 50, chunk_residues=WHOLE)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from holoprot.model._tp_cpu import PARALLEL_MIN_ELEMENTS, threads_for
 from holoprot.model.cg import clebsch_gordan
 from holoprot.model.hvae import HVAE, HVAEConfig, gram_schmidt_frame
-from holoprot.model.layers import PARALLEL_MIN_ELEMENTS, TensorProductNonlinearity, _tp_threads
+from holoprot.model.layers import TensorProductNonlinearity
 from holoprot.model.reference import load_reference_state
 from holoprot.model.so3 import rotate_flat
 
@@ -200,6 +201,5 @@ def test_tensor_product_numba_is_independent_of_thread_count() -> None:
 
 
 def test_small_tensor_products_run_on_one_thread() -> None:
-    threads = torch.get_num_threads()
-    assert _tp_threads(torch.zeros(PARALLEL_MIN_ELEMENTS - 1)) == 1
-    assert _tp_threads(torch.zeros(PARALLEL_MIN_ELEMENTS)) == threads
+    assert threads_for(PARALLEL_MIN_ELEMENTS - 1, 4) == 1
+    assert threads_for(PARALLEL_MIN_ELEMENTS, 4) == 4

@@ -17,6 +17,27 @@ if TYPE_CHECKING:
     import torch
 
 
+def cuda_may_be_present(sys_platform: str = sys.platform, dev: Path = Path("/dev")) -> bool:
+    """Whether torch could find a CUDA GPU here, judged without importing torch: on Linux only
+    where an NVIDIA device node (``/dev/nvidiactl``, ``/dev/nvidia0``, …; containers get them
+    with their GPUs) or WSL's GPU bridge (``/dev/dxg``) exists; never on macOS (torch has no CUDA
+    there); always elsewhere (then torch is asked)."""
+    if sys_platform == "darwin":
+        return False
+    if not sys_platform.startswith("linux"):
+        return True
+    return (dev / "dxg").exists() or any(dev.glob("nvidia*"))
+
+
+def resolve_device_name(device: str) -> str:
+    """:func:`resolve_device` as a name (``"cpu"``, ``"cuda"``, …), importing torch only where
+    it must be asked: not for ``"cpu"``, nor for ``"auto"`` where no CUDA driver is present
+    (:func:`cuda_may_be_present`)."""
+    if device == "cpu" or (device == "auto" and not cuda_may_be_present()):
+        return "cpu"
+    return str(resolve_device(device))
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' → CUDA when available, else CPU; otherwise the named device (checked)."""
     import torch
@@ -31,19 +52,32 @@ def resolve_device(device: str) -> torch.device:
         raise HoloprotError(f"--device {device}: not a torch device") from exc
 
 
-def passive_thread_waits() -> bool:
-    """Make idle OpenMP threads (torch's and numba's) sleep instead of spinning, unless the
-    environment already sets ``OMP_WAIT_POLICY``; returns whether it applied.
+#: How long OpenBLAS's idle threads spin (NumPy's BLAS, which the CPU encoder multiplies with):
+#: 2^4 cycles instead of its default 2^28 (≈ 0.1 s), which the numba kernel between two matmuls
+#: spent waiting for the cores: the CPU encoder ran 2,390 residues/s with the default, 2,917
+#: with this (batch 512, 2 cores; benchmarks/RESULTS.md).
+OPENBLAS_THREAD_TIMEOUT = "4"
 
-    Effective only before torch or numba start their thread pools (the `holoprot` command calls
-    it at start-up). Beside another CPU-bound process on 2 cores, spinning threads burn the
-    cores the other threads wait for: `holoprot embed` took 3.9× the CPU time and 3.6× the wall
-    time with glibc's default policy (benchmarks/RESULTS.md).
+
+def passive_thread_waits() -> bool:
+    """Make idle threads sleep instead of spinning: OpenMP's (torch's and numba's;
+    ``OMP_WAIT_POLICY=PASSIVE``) and OpenBLAS's (NumPy's; :data:`OPENBLAS_THREAD_TIMEOUT`), each
+    unless the environment sets it already; returns whether either applied.
+
+    Effective only before the libraries start their thread pools: OpenMP's setting before torch
+    or numba is imported, OpenBLAS's before NumPy (the `holoprot` command calls this at
+    start-up, before either). Beside another CPU-bound process on 2 cores, spinning threads burn
+    the cores the other threads wait for: `holoprot embed` took 3.9× the CPU time and 3.6× the
+    wall time with glibc's default policy (benchmarks/RESULTS.md).
     """
-    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules or "numba" in sys.modules:
-        return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+    applied = False
+    if not {"torch", "numba"} & sys.modules.keys() and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        applied = True
+    if "numpy" not in sys.modules and "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
+        applied = True
+    return applied
 
 
 def set_numba_threads(n: int) -> None:
@@ -144,10 +178,10 @@ def check_precision(precision: str, device: str | torch.device) -> None:
     """Refuse, in one line, a precision name other than ``fp32`` or ``bf16``, and ``bf16`` on a
     `device` that would emulate it (:func:`bf16_supported`: slower than fp32 there, and no
     faster result to trade the 0.4 % latent error for)."""
-    import torch
-
     check_precision_name(precision)
     if precision == "bf16" and not bf16_supported(device):
+        import torch
+
         device = torch.device(device)
         what = (
             "this CPU has no bfloat16 matrix instructions (AVX-512 BF16, AMX or Arm BF16)"

@@ -257,8 +257,6 @@ def embed(
             chunk_residues,
         )
         return
-    import torch
-
     from holoprot.cli._checks import parse_chains
     from holoprot.embedding.embedder import Embedder, encoder_threads, encoder_workers
     from holoprot.io.inputs import check_unique_ids, expand_inputs
@@ -274,12 +272,12 @@ def embed(
         embedder = Embedder(weights, device, size, chunk_residues=chunk, precision=precision)
         paths = [str(p) for p in expand_inputs(inputs)]
         check_unique_ids(paths)
-        if device == "auto" and not torch.cuda.is_available():
+        if device == "auto" and embedder.device == "cpu":
             stderr.print("no GPU found: running on the CPU", highlight=False)
         if workers is None:
             workers = encoder_workers(len(paths))
-        if embedder.device.type == "cpu":  # leave the workers' cores to them
-            torch.set_num_threads(encoder_threads(workers))
+        if embedder.device == "cpu":  # leave the workers' cores to them
+            embedder.use_threads(encoder_threads(workers))
         schema = embedder.schema(frames)
         writer = open_writer(output, schema, schema.metadata, paths, resume)
         todo = [p for p in paths if p not in writer.done]

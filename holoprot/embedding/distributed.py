@@ -205,9 +205,9 @@ def project_batch(batch: pa.Table, settings: ProjectionSettings) -> Iterator[pa.
     """Ray Data CPU task: parse and project each file of ``batch["path"]``, yielding its rows a
     chunk at a time; a failure is one row with `source_path`, the reason in ``error`` and nulls
     elsewhere (after the rows of the chunks done, if any: the datasink drops those)."""
-    import torch
+    from holoprot._util.devices import set_numba_threads
 
-    torch.set_num_threads(1)
+    set_numba_threads(1)
     schema = projected_schema(settings.basis.dim)
     for source in batch.column("path").to_pylist():
         try:
@@ -229,7 +229,7 @@ class Encoder:
         frames: also output the 3x3 frame.
         batch_size: neighbourhoods per encoder call.
         device: ``cpu`` or ``cuda``.
-        threads: torch CPU threads.
+        threads: the encoder's CPU threads.
         precision: ``fp32`` or ``bf16`` (as for `Embedder`).
     """
 
@@ -243,12 +243,11 @@ class Encoder:
         threads: int,
         precision: str = "fp32",
     ) -> None:
-        import torch
-
         from holoprot.embedding.embedder import Embedder
 
-        torch.set_num_threads(threads)
         self.embedder = Embedder(weights, device, batch_size, precision=precision)
+        if self.embedder.device == "cpu":
+            self.embedder.use_threads(threads)
         if self.embedder.weights_sha256 != sha256:
             raise HoloprotError(f"weights {weights}: this node holds other weights ({sha256})")
         self.frames = frames

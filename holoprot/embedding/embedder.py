@@ -7,25 +7,26 @@
 Files are parsed and projected in worker processes while the encoder runs in this one; rows of
 consecutive files are batched together for the encoder and come out in input order, a file's
 residues in chunks, so memory stays bounded whatever the number of inputs and the size of each.
+On a CPU in fp32 the encoder is :class:`~holoprot.model.cpu_encoder.CPUEncoder` (NumPy, no
+torch import); on a GPU, or in bf16, the torch model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from holoprot._util.devices import check_precision, resolve_device
+from holoprot._util.devices import check_precision, resolve_device_name
 from holoprot.errors import HoloprotError
 from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
-from holoprot.model import HVAE, load_model_file
-from holoprot.model.weights import model_files, resolve_weights
+from holoprot.model.description import read_model_files
+from holoprot.model.weights import resolve_weights
 from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import Neighborhoods
 from holoprot.zernike.pipeline import (
@@ -37,6 +38,10 @@ from holoprot.zernike.pipeline import (
     available_cpus,
     iter_projected_chunks,
 )
+
+if TYPE_CHECKING:
+    from holoprot.model import HVAE
+    from holoprot.model.cpu_encoder import CPUEncoder
 
 #: Rough float32 working memory of one sample in encoder inference (measured at batch 512 on
 #: the z=128 model, with margin); used by batch_size="auto" on CUDA.
@@ -54,19 +59,22 @@ def encoder_workers(n_inputs: int) -> int:
 
 
 def encoder_threads(workers: int) -> int:
-    """Torch threads of the encoder on the CPU beside `workers` parsing/projection processes (one
+    """Threads of the encoder on the CPU beside `workers` parsing/projection processes (one
     thread each): the CPUs they leave, at least one."""
     return max(1, available_cpus() - workers)
 
 
 def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> tuple[HVAE, dict]:
-    """Load named or local weights (checksum verified) in eval mode.
+    """Load named or local weights (checksum verified) as a torch model in eval mode.
 
     Returns (model, info) where info holds ``name``, ``sha256``, ``path`` and the file metadata.
     """
+    from holoprot._util.devices import resolve_device
+    from holoprot.model import load_model_file
+
     stem = resolve_weights(weights)
     model, meta = load_model_file(stem, device=resolve_device(device))
-    sha = json.loads(model_files(stem)[1].read_text())["sha256"]
+    sha = read_model_files(stem).info["sha256"]
     return model, {"name": stem.name, "sha256": sha, "path": str(stem), "metadata": meta}
 
 
@@ -91,6 +99,11 @@ class Embedder:
         precision: ``fp32``, or ``bf16`` (most encoder matmuls in bfloat16, see
             :meth:`holoprot.model.HVAE.encode`: latents within ~0.7 % of fp32); refused with a
             HoloprotError where the device has no bfloat16 hardware.
+
+    ``device`` is then the device's name (``"cpu"``, ``"cuda"``, …). On a CPU in fp32 the
+    encoder is the torch-free :class:`~holoprot.model.cpu_encoder.CPUEncoder` (latents equal to
+    the torch model's within 1e-5 relative); ``model`` (the torch :class:`~holoprot.model.HVAE`
+    on ``device``) is loaded when first asked for.
     """
 
     def __init__(
@@ -101,13 +114,24 @@ class Embedder:
         chunk_residues: int = CHUNK_RESIDUES,
         precision: str = "fp32",
     ) -> None:
-        self.model, info = load_model(weights, device)
-        self.device = next(self.model.parameters()).device
+        self.stem = resolve_weights(weights)
+        self.device: str = resolve_device_name(device)
         check_precision(precision, self.device)
         self.precision = precision
-        self.weights_name: str = info["name"]
-        self.weights_sha256: str = info["sha256"]
-        self.metadata: dict = info["metadata"]
+        files = read_model_files(self.stem)
+        self.config = files.config
+        self.weights_name: str = self.stem.name
+        self.weights_sha256: str = files.info["sha256"]
+        self.metadata: dict = files.metadata
+        self._model: HVAE | None = None
+        self._cpu_encoder: CPUEncoder | None = None
+        if self.device == "cpu" and precision == "fp32":
+            from holoprot.model.cpu_encoder import CPUEncoder
+            from holoprot.model.description import load_state_arrays
+
+            self._cpu_encoder = CPUEncoder(files.config, load_state_arrays(files.weights))
+        else:
+            self._model = load_model(self.stem, self.device)[0]
         basis = self.metadata.get("basis", {})
         self.basis = ZernikeBasis(
             lmax=basis.get("lmax", 6),
@@ -117,9 +141,9 @@ class Embedder:
             normalization=basis.get("normalization", "square"),
         )
         self.radius: float = float(self.metadata.get("radius", self.basis.rcut))
-        if self.basis.irreps != self.model.config.irreps_in:
+        if self.basis.irreps != self.config.irreps_in:
             raise HoloprotError(
-                f"{info['path']}: model irreps {self.model.config.irreps_in} do not match its"
+                f"{self.stem}: model irreps {self.config.irreps_in} do not match its"
                 f" basis {self.basis.irreps}"
             )
         self.batch_size = self._pick_batch_size(batch_size)
@@ -129,12 +153,31 @@ class Embedder:
 
     @property
     def latent_dim(self) -> int:
-        return self.model.config.latent_dim
+        return self.config.latent_dim
+
+    @property
+    def model(self) -> HVAE:
+        """The torch model on ``device``, in eval mode (loaded on first use)."""
+        if self._model is None:
+            self._model = load_model(self.stem, self.device)[0]
+        return self._model
+
+    def use_threads(self, threads: int) -> None:
+        """Run the encoder on `threads` CPU threads (torch's, or the CPU encoder's: its BLAS and
+        numba kernels)."""
+        if self._cpu_encoder is not None:
+            self._cpu_encoder.use_threads(threads)
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
 
     def _pick_batch_size(self, batch_size: int | str) -> int:
         if batch_size == "auto":
-            if self.device.type != "cuda":
+            if not self.device.startswith("cuda"):
                 return 512
+            import torch
+
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(max(64, min(16384, 0.7 * free // _BYTES_PER_SAMPLE)))
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -143,27 +186,37 @@ class Embedder:
             )
         return batch_size
 
-    @torch.no_grad()
-    def embed_coefficients(self, coefficients: np.ndarray | torch.Tensor) -> Embedding:
-        """Encode raw Zernike coefficients (M, dim) in batches; z = the latent mean."""
-        x = torch.as_tensor(coefficients, dtype=torch.float32)
-        latents, frames = [], []
-        for start in range(0, len(x), self.batch_size):
-            batch = x[start : start + self.batch_size].to(self.device, non_blocking=True)
-            z_mean, _, frame = self.model.encode(batch, self.precision)
-            latents.append(z_mean.float().cpu())
-            frames.append(frame.float().cpu())
-        if not latents:
+    def embed_coefficients(self, coefficients: np.ndarray) -> Embedding:
+        """Encode raw Zernike coefficients (M, dim) in batches of `batch_size`; z = the latent
+        mean."""
+        x = np.asarray(coefficients, dtype=np.float32)
+        if not len(x):
             return Embedding(
                 np.zeros((0, self.latent_dim), np.float32), np.zeros((0, 3, 3), np.float32)
             )
-        return Embedding(torch.cat(latents).numpy(), torch.cat(frames).numpy())
+        parts = [
+            self.encode_batch(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)
+        ]
+        return Embedding(
+            np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        )
+
+    def encode_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One encoder call: ``x (B, dim)`` float32 → latents ``(B, latent_dim)`` and frames
+        ``(B, 3, 3)``, float32. In float32 a row's result can depend on the other rows of its
+        batch in the last bits (≤ 1e-6 relative with the CPU encoder's BLAS)."""
+        if self._cpu_encoder is not None:
+            return self._cpu_encoder.encode(x)
+        import torch
+
+        with torch.no_grad():
+            batch = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            z_mean, _, frame = self.model.encode(batch, self.precision)
+        return z_mean.float().cpu().numpy(), frame.float().cpu().numpy()
 
     def embed_neighborhoods(self, nbh: Neighborhoods) -> np.ndarray:
         """Latents of a ragged batch of neighbourhoods: (M, latent_dim) float32."""
-        with torch.no_grad():
-            coefficients = self.basis.project_neighborhoods(nbh)
-        return self.embed_coefficients(coefficients).latent
+        return self.embed_coefficients(self.basis.coefficients(nbh)).latent
 
     def settings(
         self, model: int | None = None, chains: Sequence[str] | None = None

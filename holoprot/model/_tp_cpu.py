@@ -35,10 +35,131 @@ Compiled on first use and cached by numba (``holoprot._util.jit.cached_njit``); 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 from numba import prange
 
+from holoprot._util.devices import set_numba_threads
 from holoprot._util.jit import cached_njit
+from holoprot.model.cg import clebsch_gordan_array
+
+#: Inputs of the numba tensor product with fewer elements run on one thread: for them, a parallel
+#: launch costs more than it saves, and on a busy machine every launch waits for a descheduled
+#: thread (a gradcheck of 588 inputs took > 30 min beside one CPU-bound process, seconds alone).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+#: The sparse tensor product drops CG entries at or below this magnitude (e3nn's float64
+#: ``wigner_3j`` gives exact zeros there; its nonzero entries are ≥ 5.7e-3 up to lmax 6).
+CG_ZERO = 1e-13
+
+
+@dataclass(frozen=True)
+class SparseTerms:
+    """Term tables of the kernels here, for one tensor product.
+
+    ``row1, row2`` (T,) input rows of the degree-concatenated input; ``coef`` (T,) float64 and
+    ``coef32`` its float32 copy; group ``g`` owns terms ``group_start[g] … group_start[g+1]``
+    and writes row ``group_m[g]``, path ``group_path[g]`` of the output of degree
+    ``degrees[group_degree[g]]``; ``first_group[l3]``: the first group of degree ``l3``;
+    ``n_paths[i]``: the number of paths of ``degrees[i]``.
+    """
+
+    row1: np.ndarray
+    row2: np.ndarray
+    coef: np.ndarray
+    coef32: np.ndarray
+    group_start: np.ndarray
+    group_m: np.ndarray
+    group_path: np.ndarray
+    group_degree: np.ndarray
+    first_group: dict[int, int]
+    degrees: np.ndarray
+    n_paths: np.ndarray
+
+    @classmethod
+    def build(
+        cls, ls_in: Sequence[int], nonzero_paths: Mapping[int, Sequence[tuple[int, int]]]
+    ) -> SparseTerms:
+        first_row, offset = {}, 0
+        for l in ls_in:
+            first_row[l] = offset
+            offset += 2 * l + 1
+        rows1, rows2, coefs, starts, group_m, group_path, group_degree = [], [], [], [0], [], [], []
+        first_group = {}
+        for d, (l3, pairs) in enumerate(nonzero_paths.items()):
+            first_group[l3] = len(group_m)
+            cgs = [_term_coefficients(l1, l2, l3) for l1, l2 in pairs]
+            for big_m in range(2 * l3 + 1):
+                for p, (l1, l2) in enumerate(pairs):
+                    k = cgs[p][:, :, big_m]
+                    m, n = np.nonzero(np.abs(k) > CG_ZERO)  # m, then n ascending
+                    rows1.append(first_row[l1] + m)
+                    rows2.append(first_row[l2] + n)
+                    coefs.append(k[m, n])
+                    starts.append(starts[-1] + len(m))
+                    group_m.append(big_m)
+                    group_path.append(p)
+                    group_degree.append(d)
+        coef = np.concatenate(coefs)
+
+        def ints(v: list[int]) -> np.ndarray:
+            return np.array(v, dtype=np.int64)
+
+        row1, row2 = (np.concatenate(r).astype(np.int64) for r in (rows1, rows2))
+        return cls(
+            row1, row2, coef, coef.astype(np.float32), ints(starts), ints(group_m),
+            ints(group_path), ints(group_degree), first_group, ints(list(nonzero_paths)),
+            ints([len(pairs) for pairs in nonzero_paths.values()]),
+        )  # fmt: skip
+
+    def tables(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """Kernel arguments after ``x`` and ``chans`` (and the gradients), coefficients in
+        `dtype` (float64, else float32)."""
+        coef = self.coef if dtype == np.float64 else self.coef32
+        return self.row1, self.row2, coef, self.group_start, self.group_m, self.group_path
+
+
+def _term_coefficients(l1: int, l2: int, l3: int) -> np.ndarray:
+    """Coefficients of the terms ``x_m·x_n`` of a path, ``(2l1+1, 2l2+1, 2l3+1)`` float64: the CG
+    tensor, or for a self pair ``(l, l)`` one term per unordered ``{m, n}``: ``C_{mnM} +
+    C_{nmM}`` above the diagonal, ``C_{mmM}`` on it, zero below."""
+    cg = clebsch_gordan_array(l1, l2, l3)
+    if l1 != l2:
+        return cg
+    upper = cg + cg.transpose(1, 0, 2)
+    diagonal = np.arange(2 * l1 + 1)
+    upper[diagonal, diagonal] = cg[diagonal, diagonal]
+    return upper * np.triu(np.ones((2 * l1 + 1, 2 * l1 + 1)))[:, :, None]
+
+
+def threads_for(size: int, threads: int) -> int:
+    """Threads of a kernel call on an input of `size` elements: `threads`, or one below
+    :data:`PARALLEL_MIN_ELEMENTS`."""
+    return threads if size >= PARALLEL_MIN_ELEMENTS else 1
+
+
+def tensor_product(
+    x: np.ndarray, terms: SparseTerms, threads: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The forward pass on NumPy arrays: ``x (R, B, C)`` float32/float64 C-contiguous (degrees
+    concatenated along ``R``) → one ``(2l3+1, B, P·C)`` block per degree of ``terms.degrees``, in
+    ``x``'s dtype, and each sample's :func:`~holoprot.model.layers.squared_norm` of them,
+    ``(B,)`` float64; on at most `threads` threads."""
+    rows, batch, chans = x.shape
+    blocks = [
+        np.empty((2 * int(l3) + 1, batch, int(n) * chans), dtype=x.dtype)
+        for l3, n in zip(terms.degrees, terms.n_paths, strict=True)
+    ]
+    sq = np.zeros(batch)
+    set_numba_threads(threads_for(x.size, threads))
+    tp_forward(
+        x.reshape(rows, batch * chans), chans, *terms.tables(x.dtype), terms.group_degree,
+        1 / (2 * terms.degrees + 1.0), tuple(blocks), sq,
+    )  # fmt: skip
+    return blocks, sq
+
 
 #: Values per block row (samples × channels) a parallel iteration sums at once: long enough for
 #: the vector loops, short enough that the block's rows stay in the L2 cache (49 rows of 512

@@ -20,13 +20,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from holoprot._util.disjoint_sets import DisjointSets
 
-__all__ = ["CG_TABLE", "CG_TABLE_LMAX", "LS_RULES", "clebsch_gordan", "solve_cg_table", "tp_paths"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CG_TABLE",
+    "CG_TABLE_LMAX",
+    "LS_RULES",
+    "clebsch_gordan",
+    "clebsch_gordan_array",
+    "nonzero_path_indices",
+    "solve_cg_table",
+    "tp_paths",
+]
 
 LS_RULES = ("efficient", "full")
 
@@ -39,6 +51,8 @@ CG_TABLE_LMAX = 6
 def solve_cg_table(lmax: int) -> dict[str, np.ndarray]:
     """e3nn's ``wigner_3j(l1, l2, l3)`` in float64 for every coupling with all degrees <= lmax,
     keyed ``"l1_l2_l3"``."""
+    import torch
+
     from holoprot._util.e3nn import o3
 
     return {
@@ -56,19 +70,29 @@ def _shipped_cg_table() -> dict[str, np.ndarray]:
 
 
 @functools.cache
-def _wigner_3j_f64(l1: int, l2: int, l3: int) -> torch.Tensor:
+def _wigner_3j_f64(l1: int, l2: int, l3: int) -> np.ndarray:
     if max(l1, l2, l3) <= CG_TABLE_LMAX:
-        return torch.from_numpy(_shipped_cg_table()[f"{l1}_{l2}_{l3}"])
+        return _shipped_cg_table()[f"{l1}_{l2}_{l3}"]
+    import torch
+
     from holoprot._util.e3nn import o3
 
-    return o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu")
+    return o3.wigner_3j(l1, l2, l3, dtype=torch.float64, device="cpu").numpy()
 
 
-def clebsch_gordan(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """CG tensor ``(2l1+1, 2l2+1, 2l3+1)`` on CPU (a fresh copy; the float64 master is cached)."""
+def clebsch_gordan_array(l1: int, l2: int, l3: int) -> np.ndarray:
+    """CG tensor ``(2l1+1, 2l2+1, 2l3+1)`` as a float64 NumPy array (a fresh copy; the master is
+    cached). Needs torch only for degrees above :data:`CG_TABLE_LMAX`."""
     if not abs(l1 - l2) <= l3 <= l1 + l2:
         raise ValueError(f"({l1}, {l2}) cannot couple to {l3}")
-    return _wigner_3j_f64(l1, l2, l3).to(dtype=dtype, copy=True)
+    return _wigner_3j_f64(l1, l2, l3).copy()
+
+
+def clebsch_gordan(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """:func:`clebsch_gordan_array` as a CPU tensor in `dtype` (default float64)."""
+    import torch
+
+    return torch.from_numpy(clebsch_gordan_array(l1, l2, l3)).to(dtype or torch.float64)
 
 
 def _minimum_spanning_edges(
@@ -137,3 +161,14 @@ def tp_paths(
             for l3 in l3s:
                 order.setdefault(l3, []).append((l1, l2))
     return dict(sorted(order.items()))
+
+
+def nonzero_path_indices(paths: dict[int, list[tuple[int, int]]]) -> dict[int, list[int]]:
+    """Per ``l3`` of :func:`tp_paths`' result, the indices of the paths that are not identically
+    zero in the product of a feature with itself: a self path ``(l, l) → l3`` sees the symmetric
+    ``x_m x_n`` and ``C^{l l l3}`` is antisymmetric in ``(m, n)`` for odd ``l3``, so those
+    vanish."""
+    return {
+        l3: [i for i, (l1, l2) in enumerate(pairs) if l1 != l2 or l3 % 2 == 0]
+        for l3, pairs in paths.items()
+    }

@@ -12,20 +12,17 @@ maps to ``frame·Rᵀ`` and the reconstruction to ``recon·blockdiag(D)ᵀ``.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from holoprot._util.devices import PRECISIONS
-from holoprot.model.cg import LS_RULES
+from holoprot.model.config import CONFIG_PRESETS, HVAEConfig
 from holoprot.model.layers import CGBlock, Feature, SO3Linear
-from holoprot.model.so3 import irreps_ls, parse_irreps
+from holoprot.model.so3 import irreps_ls
 
 __all__ = [
     "CONFIG_PRESETS",
@@ -44,103 +41,6 @@ __all__ = [
 #: bf16 in the last block alone 1.4 % of the latents' norm, in the one before 1.3 %, in the four
 #: before together 0.4 %), and at z = 128 they hold 13 % of the encoder's multiply-adds.
 BF16_FP32_TAIL = 2
-
-#: Named architectures (`holoprot train --config NAME`): HVAEConfig fields that differ from the
-#: defaults. The reference's H-AEs at L = 6 (SPEC §4.4), both with the 'efficient' path rule:
-#: z = 128 (2,622,591 parameters) and z = 256 (channels 64, 64, 64, 128, 256, 256; 4,498,703).
-CONFIG_PRESETS: dict[str, dict[str, object]] = {
-    "hae-z128": {},
-    "hae-z256": {"latent_dim": 256, "ch_sizes": (64, 64, 64, 128, 256, 256)},
-}
-
-
-@dataclass(frozen=True)
-class HVAEConfig:
-    """Architecture of an :class:`HVAE` (defaults: the z=128 H-AE of the reference)."""
-
-    irreps_in: str = "44x0e+40x1e+40x2e+36x3e+36x4e+32x5e+32x6e"
-    latent_dim: int = 128
-    ch_initial: int = 44
-    ch_sizes: tuple[int, ...] = (60, 60, 60, 90, 128, 128)
-    lmax_list: tuple[int, ...] = (6, 6, 6, 4, 2, 1)
-    ls_rule: str = "efficient"
-    is_vae: bool = False
-    input_norm_const: float = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ch_sizes", tuple(self.ch_sizes))
-        object.__setattr__(self, "lmax_list", tuple(self.lmax_list))
-        try:
-            irreps = parse_irreps(self.irreps_in)
-        except ValueError as exc:
-            raise ValueError(f"irreps_in {self.irreps_in!r} is not an irreps string") from exc
-        ls = [l for _, l, _ in irreps]
-        if any(p != 1 for _, _, p in irreps) or ls != list(range(len(ls))) or not ls:
-            raise ValueError(
-                "irreps_in must be 'Ax0e+Bx1e+…' with l = 0, 1, … once each,"
-                f" got {self.irreps_in!r}"
-            )
-        if ls[-1] < 1:
-            raise ValueError("irreps_in needs l >= 1 (the frame is an l = 1 quantity)")
-        for name in ("latent_dim", "ch_initial"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.ch_sizes or len(self.ch_sizes) != len(self.lmax_list):
-            raise ValueError("ch_sizes and lmax_list must be non-empty and of equal length")
-        if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in self.ch_sizes):
-            raise ValueError(f"ch_sizes must be positive integers, got {self.ch_sizes}")
-        lmax_in = ls[-1]
-        if any(not isinstance(lm, int) or isinstance(lm, bool) for lm in self.lmax_list):
-            raise ValueError(f"lmax_list must hold integers, got {self.lmax_list}")
-        if self.lmax_list[-1] < 1:
-            raise ValueError("the last encoder block needs lmax >= 1 to learn a frame")
-        # A tensor product reaches at most twice its input degree: check encoder and decoder.
-        decoder = (*reversed(self.lmax_list[:-1]), lmax_in)
-        for start, seq in ((lmax_in, self.lmax_list), (1, decoder)):
-            prev = start
-            for lm in seq:
-                if not 0 <= lm <= min(lmax_in, 2 * prev):
-                    raise ValueError(
-                        f"lmax_list {self.lmax_list}: degrees must lie in 0..{lmax_in} and at most"
-                        " double from block to block (encoder and mirrored decoder)"
-                    )
-                prev = lm
-        if self.ls_rule not in LS_RULES:
-            raise ValueError(f"ls_rule must be one of {LS_RULES}, got {self.ls_rule!r}")
-        if not isinstance(self.is_vae, bool):
-            raise ValueError(f"is_vae must be a bool, got {self.is_vae!r}")
-        c = self.input_norm_const
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-            raise ValueError(f"input_norm_const must be a positive finite number, got {c!r}")
-        object.__setattr__(self, "input_norm_const", float(c))
-
-    @property
-    def irreps(self) -> dict[int, int]:
-        """Data irreps as ``{l: multiplicity}``."""
-        return {l: mul for mul, l, _ in parse_irreps(self.irreps_in)}
-
-    @property
-    def lmax(self) -> int:
-        return max(self.irreps)
-
-    @property
-    def dim(self) -> int:
-        return sum(mul * (2 * l + 1) for l, mul in self.irreps.items())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["ch_sizes"] = list(self.ch_sizes)
-        d["lmax_list"] = list(self.lmax_list)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HVAEConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown HVAEConfig keys: {unknown}")
-        return cls(**d)
 
 
 class HVAEOutput(NamedTuple):

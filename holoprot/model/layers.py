@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from holoprot._util.devices import set_numba_threads, use_numba
-from holoprot.model.cg import clebsch_gordan, tp_paths
+from holoprot.model.cg import clebsch_gordan, nonzero_path_indices, tp_paths
+
+if TYPE_CHECKING:
+    from holoprot.model._tp_cpu import SparseTerms
 
 __all__ = [
     "BatchNorm",
@@ -36,15 +38,6 @@ Irreps = Mapping[int, int]
 Feature = dict[int, Tensor]
 #: Where parameters are created: None (torch's default), a device or its name ("meta": shapes only).
 Device = str | torch.device | None
-
-#: Inputs of the numba tensor product with fewer elements run on one thread: for them, a parallel
-#: launch costs more than it saves, and on a busy machine every launch waits for a descheduled
-#: thread (a gradcheck of 588 inputs took > 30 min beside one CPU-bound process, seconds alone).
-PARALLEL_MIN_ELEMENTS = 1 << 16
-
-#: The sparse tensor product drops CG entries at or below this magnitude (e3nn's float64
-#: ``wigner_3j`` gives exact zeros there; its nonzero entries are ≥ 5.7e-3 up to lmax 6).
-CG_ZERO = 1e-13
 
 
 def channel_mix(x: Tensor, weight: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -220,11 +213,7 @@ class TensorProductNonlinearity(nn.Module):
         self.ls_in = sorted(ls_in)
         self.paths = tp_paths(self.ls_in, ls_out, rule)
         self.irreps_out = {l3: len(p) * mul for l3, p in self.paths.items()}
-        # indices of the paths that are not identically zero (odd-l3 self paths are)
-        kept = {
-            l3: [i for i, (l1, l2) in enumerate(pairs) if l1 != l2 or l3 % 2 == 0]
-            for l3, pairs in self.paths.items()
-        }
+        kept = nonzero_path_indices(self.paths)
         groups: dict[tuple[int, int], list[int]] = {}
         for l3, indices in kept.items():
             for i in indices:
@@ -247,9 +236,11 @@ class TensorProductNonlinearity(nn.Module):
             self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
 
     @functools.cached_property
-    def _terms(self) -> _SparseTerms:
+    def _terms(self) -> SparseTerms:
         """Term tables of the numba backend, built on its first use (not needed on GPUs)."""
-        return _SparseTerms.build(self.ls_in, self.nonzero_paths)
+        from holoprot.model._tp_cpu import SparseTerms
+
+        return SparseTerms.build(self.ls_in, self.nonzero_paths)
 
     def nonzero_channels(self, l3: int) -> Tensor:
         """Channel indices (in the full ``l3`` layout) of the blocks :meth:`forward_nonzero`
@@ -316,81 +307,6 @@ class TensorProductNonlinearity(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class _SparseTerms:
-    """Term tables of the numba tensor product (see :mod:`holoprot.model._tp_cpu`).
-
-    ``row1, row2`` (T,) input rows of the degree-concatenated input; ``coef`` (T,) float64 and
-    ``coef32`` its float32 copy; group ``g`` owns terms ``group_start[g] … group_start[g+1]``
-    and writes row ``group_m[g]``, path ``group_path[g]`` of the output of degree
-    ``degrees[group_degree[g]]``; ``first_group[l3]``: the first group of degree ``l3``;
-    ``n_paths[i]``: the number of paths of ``degrees[i]``.
-    """
-
-    row1: np.ndarray
-    row2: np.ndarray
-    coef: np.ndarray
-    coef32: np.ndarray
-    group_start: np.ndarray
-    group_m: np.ndarray
-    group_path: np.ndarray
-    group_degree: np.ndarray
-    first_group: dict[int, int]
-    degrees: np.ndarray
-    n_paths: np.ndarray
-
-    @classmethod
-    def build(
-        cls, ls_in: Sequence[int], nonzero_paths: Mapping[int, Sequence[tuple[int, int]]]
-    ) -> _SparseTerms:
-        first_row, offset = {}, 0
-        for l in ls_in:
-            first_row[l] = offset
-            offset += 2 * l + 1
-        rows1, rows2, coefs, starts, group_m, group_path, group_degree = [], [], [], [0], [], [], []
-        first_group = {}
-        for d, (l3, pairs) in enumerate(nonzero_paths.items()):
-            first_group[l3] = len(group_m)
-            cgs = [clebsch_gordan(l1, l2, l3).numpy() for l1, l2 in pairs]
-            for big_m in range(2 * l3 + 1):
-                for p, (l1, l2) in enumerate(pairs):
-                    cg = cgs[p]
-                    for m in range(2 * l1 + 1):
-                        for n in range(m if l1 == l2 else 0, 2 * l2 + 1):
-                            k = cg[m, n, big_m]
-                            if l1 == l2 and n != m:
-                                k += cg[n, m, big_m]
-                            if abs(k) > CG_ZERO:
-                                rows1.append(first_row[l1] + m)
-                                rows2.append(first_row[l2] + n)
-                                coefs.append(k)
-                    starts.append(len(coefs))
-                    group_m.append(big_m)
-                    group_path.append(p)
-                    group_degree.append(d)
-        coef = np.array(coefs, dtype=np.float64)
-
-        def ints(v: list[int]) -> np.ndarray:
-            return np.array(v, dtype=np.int64)
-
-        return cls(
-            ints(rows1), ints(rows2), coef, coef.astype(np.float32), ints(starts), ints(group_m),
-            ints(group_path), ints(group_degree), first_group, ints(list(nonzero_paths)),
-            ints([len(pairs) for pairs in nonzero_paths.values()]),
-        )  # fmt: skip
-
-    def tables(self, dtype: torch.dtype) -> tuple[np.ndarray, ...]:
-        """Kernel arguments after ``x`` and ``chans`` (and the gradients), coefficients in
-        `dtype`."""
-        coef = self.coef if dtype == torch.float64 else self.coef32
-        return self.row1, self.row2, coef, self.group_start, self.group_m, self.group_path
-
-
-def _tp_threads(x: Tensor) -> int:
-    """Threads of the numba tensor product on input `x`: torch's, or one for small inputs."""
-    return torch.get_num_threads() if x.numel() >= PARALLEL_MIN_ELEMENTS else 1
-
-
 class _SparseTensorProduct(torch.autograd.Function):
     """``x (R, B, C) → (*blocks, sq)``: the numba tensor product
     (:mod:`holoprot.model._tp_cpu`), one ``(2l3+1, B, P·C)`` block per degree, and their
@@ -398,26 +314,16 @@ class _SparseTensorProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: Tensor, terms: _SparseTerms
+        ctx, x: Tensor, terms: SparseTerms
     ) -> tuple[Tensor, ...]:
-        from holoprot.model._tp_cpu import tp_forward
+        from holoprot.model._tp_cpu import tensor_product
 
         if x.device.type != "cpu":
             raise ValueError(f"the numba tensor product runs on CPU tensors, got {x.device}")
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"the numba tensor product needs float32 or float64, got {x.dtype}")
-        rows, batch, chans = x.shape
-        blocks = [
-            x.new_empty(2 * int(l3) + 1, batch, int(n) * chans)
-            for l3, n in zip(terms.degrees, terms.n_paths, strict=True)
-        ]
-        sq = np.zeros(batch)
-        set_numba_threads(_tp_threads(x))
-        tp_forward(
-            x.detach().reshape(rows, batch * chans).numpy(), chans, *terms.tables(x.dtype),
-            terms.group_degree, 1 / (2 * terms.degrees + 1.0), tuple(b.numpy() for b in blocks),
-            sq,
-        )  # fmt: skip
+        arrays, sq = tensor_product(x.detach().numpy(), terms, torch.get_num_threads())
+        blocks = [torch.from_numpy(a) for a in arrays]
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, *blocks)
         ctx.terms = terms
@@ -426,7 +332,7 @@ class _SparseTensorProduct(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, None]:  # type: ignore[override]
-        from holoprot.model._tp_cpu import tp_backward
+        from holoprot.model._tp_cpu import threads_for, tp_backward
 
         x, *blocks = ctx.saved_tensors
         *grad_blocks, grad_sq = grads
@@ -435,8 +341,9 @@ class _SparseTensorProduct(torch.autograd.Function):
         terms = ctx.terms
         rows, batch, chans = x.shape
         grad_x = torch.zeros_like(x)
-        set_numba_threads(_tp_threads(x))
-        x_np, tables = x.detach().reshape(rows, batch * chans).numpy(), terms.tables(x.dtype)
+        set_numba_threads(threads_for(x.numel(), torch.get_num_threads()))
+        x_np = x.detach().reshape(rows, batch * chans).numpy()
+        tables = terms.tables(x_np.dtype)
         for l3, out, grad in zip(terms.degrees, blocks, grad_blocks, strict=True):
             # ∂sq_b/∂out = 2·out/(2l3+1): the kernel adds norm_grad_b·out to ∂L/∂out
             if grad_sq is None:

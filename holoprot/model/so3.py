@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["irreps_ls", "parse_irreps", "rotate_flat", "wigner_d_blocks"]
 
@@ -50,6 +53,8 @@ def irreps_ls(irreps: object) -> np.ndarray:
 
 @contextmanager
 def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    import torch
+
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -67,6 +72,8 @@ def wigner_d_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     """
     if R.shape != (3, 3):
         raise ValueError(f"R must have shape (3, 3), got {tuple(R.shape)}")
+    import torch
+
     from holoprot._util.e3nn import o3
 
     R64 = R.detach().to(torch.float64)
@@ -77,6 +84,8 @@ def wigner_d_blocks(R: torch.Tensor, lmax: int) -> list[torch.Tensor]:
 
 def rotate_flat(x: torch.Tensor, irreps: object, R: torch.Tensor) -> torch.Tensor:
     """Rotate flat signals ``x (B, dim)``: returns ``x · blockdiag(D)ᵀ`` in ``x``'s dtype."""
+    import torch
+
     parsed = _parse(irreps)
     lmax = max((l for _, l in parsed), default=0)
     blocks = wigner_d_blocks(R, lmax)
