@@ -172,3 +172,11 @@ def test_cuda_is_ruled_out_only_without_a_driver(tmp_path: Path) -> None:
         assert not torch.cuda.is_available()
         assert resolve_device_name("auto") == "cpu"
     assert resolve_device_name("cpu") == "cpu"
+
+
+def test_is_part_of_the_model_api() -> None:
+    """`holoprot.model` imports its names lazily; `dir()` (what the API docs read) lists them."""
+    import holoprot.model
+
+    assert holoprot.model.CPUEncoder is CPUEncoder
+    assert {"CPUEncoder", "HVAE", "HVAEConfig", "load_model_file"} <= set(dir(holoprot.model))

@@ -30,3 +30,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'holoprot.model' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too (so that `dir()` and the API docs see them)."""
+    return sorted({*globals(), *_LAZY})
