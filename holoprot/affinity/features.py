@@ -288,13 +288,9 @@ def _pocket_neighborhoods(structure, ligand: Ligand, pocket_cutoff: float, radiu
 
 def zernike_l0(nbh) -> np.ndarray:
     """(P, 44) float32 l = 0 coefficients of each neighbourhood (default `ZernikeBasis`)."""
-    import torch
-
     from holoprot.zernike.basis import ZernikeBasis
 
-    with torch.no_grad():
-        coefficients = ZernikeBasis().project_neighborhoods(nbh)
-    return np.asarray(coefficients[:, :ZERNIKE_L0_DIM].numpy(), dtype=np.float32)
+    return np.ascontiguousarray(ZernikeBasis().coefficients(nbh)[:, :ZERNIKE_L0_DIM])
 
 
 def featurise(
