@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from holoprot._util.hashing import SEAL_KEY, seal
 from holoprot.embedding.embedder import load_model
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
+from holoprot.model.description import load_state_arrays, read_model_files
 from holoprot.model.weights import list_weights, resolve_weights
 
 CONFIG = HVAEConfig(
@@ -106,6 +109,37 @@ def test_config_not_matching_tensors_is_rejected(tmp_path: Path) -> None:
     sidecar.write_text(json.dumps(seal(info)))
     with pytest.raises(HoloprotError, match="do not match the config"):
         load_model_file(path)
+
+
+def _resealed(sidecar: Path, weights: Path) -> None:
+    """Make the description vouch for the weights file as it is now (an attacker who can write
+    both files can do this; the checks behind the seal still apply)."""
+    info = json.loads(sidecar.read_text())
+    info["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps(seal(info)))
+
+
+def test_oversized_or_malformed_weights_are_refused_before_parsing(tmp_path: Path) -> None:
+    _, path = saved(tmp_path)
+    sidecar, original = tmp_path / "m.json", path.read_bytes()
+    path.write_bytes(original + bytes(2 << 20))  # more than the config's tensors and a header
+    _resealed(sidecar, path)
+    with pytest.raises(HoloprotError, match="more than the tensors of its config take"):
+        load_model_file(path)
+    path.write_bytes((1 << 40).to_bytes(8, "little") + original[8:])  # header length lies
+    _resealed(sidecar, path)
+    with pytest.raises(HoloprotError, match="unreadable safetensors file"):
+        load_model_file(path)
+
+
+def test_tensors_come_from_the_bytes_that_were_checked(tmp_path: Path) -> None:
+    """A weights file replaced after the checks is not what gets loaded."""
+    model, path = saved(tmp_path)
+    files = read_model_files(path)
+    path.write_bytes(bytes(len(files.data)))
+    state = load_state_arrays(files)
+    for name, tensor in model.state_dict().items():
+        assert np.array_equal(state[name], tensor.numpy()), name
 
 
 def test_bad_sidecar_and_missing_files(tmp_path: Path) -> None:

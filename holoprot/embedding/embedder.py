@@ -13,6 +13,7 @@ torch import); on a GPU, or in bf16, the torch model.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,7 +27,7 @@ from holoprot._util.devices import check_precision, resolve_device_name
 from holoprot.errors import HoloprotError
 from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
 from holoprot.model.description import read_model_files
-from holoprot.model.weights import resolve_weights
+from holoprot.model.weights import model_files, resolve_weights
 from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import Neighborhoods
 from holoprot.zernike.pipeline import (
@@ -74,7 +75,7 @@ def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> 
 
     stem = resolve_weights(weights)
     model, meta = load_model_file(stem, device=resolve_device(device))
-    sha = read_model_files(stem).info["sha256"]
+    sha = json.loads(model_files(stem)[1].read_text())["sha256"]  # checked by load_model_file
     return model, {"name": stem.name, "sha256": sha, "path": str(stem), "metadata": meta}
 
 
@@ -129,7 +130,7 @@ class Embedder:
             from holoprot.model.cpu_encoder import CPUEncoder
             from holoprot.model.description import load_state_arrays
 
-            self._cpu_encoder = CPUEncoder(files.config, load_state_arrays(files.weights))
+            self._cpu_encoder = CPUEncoder(files.config, load_state_arrays(files))
         else:
             self._model = load_model(self.stem, self.device)[0]
         basis = self.metadata.get("basis", {})

@@ -109,7 +109,7 @@ class CPUEncoder:
         """The encoder of a saved model (``.safetensors``, ``.json`` or stem; checked as
         :func:`~holoprot.model.description.read_model_files` does) and the model's metadata."""
         files = read_model_files(path)
-        return cls(files.config, load_state_arrays(files.weights)), files.metadata
+        return cls(files.config, load_state_arrays(files)), files.metadata
 
     def use_threads(self, threads: int) -> None:
         """Run on `threads` threads: the tensor-product kernel's, and the BLAS library's, for the

@@ -12,35 +12,47 @@ The JSON is sealed (:func:`holoprot._util.hashing.seal`): editing any field is r
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 
-from holoprot._util.hashing import check_seal, sha256_file
+from holoprot._util.hashing import check_seal
 from holoprot.errors import HoloprotError
 from holoprot.model.config import HVAEConfig, state_shapes
 from holoprot.model.weights import model_files
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFiles", "load_state_arrays", "read_model_files"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ModelFiles",
+    "load_state_arrays",
+    "read_model_files",
+]
 
 FORMAT = "holoprot-hvae"
 FORMAT_VERSION = 1
 #: A model description is a few kB; refuse to parse anything far larger.
 MAX_DESCRIPTION_BYTES = 1 << 20
+#: A weights file's safetensors header (tensor names, shapes, offsets) is a few kB too.
+MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A checked model: its ``.safetensors`` path, the description's fields (``info``) and the
-    architecture they describe."""
+    """A checked model: its ``.safetensors`` path, the description's fields (``info``), the
+    architecture they describe, and the weights file's bytes (read once: the tensors parsed from
+    them are the ones checked, even if the file is replaced afterwards)."""
 
     weights: Path
     info: dict[str, Any]
     config: HVAEConfig
+    data: bytes = field(repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -49,10 +61,11 @@ class ModelFiles:
 
 def read_model_files(path: str | Path) -> ModelFiles:
     """Check a model's files (``path``: the ``.safetensors``, the ``.json`` or the stem): both
-    present, the description sealed and of this format, the tensors' checksum, the config valid,
-    and every tensor (name, shape, dtype, read from the safetensors header: no tensor is loaded)
-    exactly those of the config. Raises :class:`~holoprot.errors.HoloprotError` naming the
-    file and the problem."""
+    present, the description sealed and of this format, the config valid, the weights file no
+    larger than its config's tensors and a header, its checksum, and every tensor (name, shape,
+    dtype, from the safetensors header: none is parsed yet) exactly those of the config. The
+    file is read once; its bytes come back in ``data``. Raises
+    :class:`~holoprot.errors.HoloprotError` naming the file and the problem."""
     weights, sidecar = model_files(path)
     if not weights.is_file():
         raise HoloprotError(f"{weights}: weights file not found")
@@ -75,43 +88,67 @@ def read_model_files(path: str | Path) -> ModelFiles:
     if info.get("format_version") != FORMAT_VERSION:
         raise HoloprotError(f"{sidecar}: unsupported format_version {info.get('format_version')!r}")
     check_seal(info, sidecar)
-    if sha256_file(weights) != info.get("sha256"):
-        raise HoloprotError(
-            f"{weights}: sha256 does not match {sidecar.name} (file changed or corrupt)"
-        )
     try:
         config = HVAEConfig.from_dict(info["config"])
         expected = state_shapes(config)
     except (KeyError, TypeError, ValueError) as exc:
         raise HoloprotError(f"{sidecar}: invalid model config ({exc})") from exc
-    _check_tensor_shapes(weights, expected)
-    return ModelFiles(weights, info, config)
+    size, most = weights.stat().st_size, 8 + MAX_HEADER_BYTES + _file_bytes(expected)
+    if size > most:
+        raise HoloprotError(
+            f"{weights}: {size} bytes, more than the tensors of its config take ({most} at most)"
+        )
+    try:
+        data = weights.read_bytes()
+    except OSError as exc:
+        raise HoloprotError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise HoloprotError(
+            f"{weights}: sha256 does not match {sidecar.name} (file changed or corrupt)"
+        )
+    _check_tensor_shapes(weights, _header(weights, data), expected)
+    return ModelFiles(weights, info, config, data)
 
 
-def load_state_arrays(weights: Path) -> dict[str, np.ndarray]:
-    """The tensors of a ``.safetensors`` file as NumPy arrays (check the file first with
-    :func:`read_model_files`)."""
-    from safetensors.numpy import load_file
+def load_state_arrays(files: ModelFiles) -> dict[str, np.ndarray]:
+    """The tensors of a checked model (:func:`read_model_files`) as NumPy arrays."""
+    from safetensors.numpy import load
 
     try:
-        return load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
+        return load(files.data)
+    except SafetensorError as exc:
+        raise HoloprotError(f"{files.weights}: unreadable safetensors file ({exc})") from exc
+
+
+def _file_bytes(expected: dict[str, tuple[tuple[int, ...], str]]) -> int:
+    """Bytes of the tensors `expected` (float32, 4 bytes an entry) without the header."""
+    return sum(4 * math.prod(shape) for shape, _ in expected.values())
+
+
+def _header(weights: Path, data: bytes) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (shape, dtype)}`` from a safetensors file's header: an 8-byte little-endian
+    length, then that many bytes of JSON (``__metadata__`` left out)."""
+    try:
+        length = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or length > min(MAX_HEADER_BYTES, len(data) - 8):
+            raise ValueError("header length out of range")
+        header = json.loads(data[8 : 8 + length])
+        return {
+            k: (tuple(int(n) for n in v["shape"]), str(v["dtype"]))
+            for k, v in header.items()
+            if k != "__metadata__"
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise HoloprotError(f"{weights}: unreadable safetensors file ({exc})") from exc
 
 
-def _check_tensor_shapes(weights: Path, expected: dict[str, tuple[tuple[int, ...], str]]) -> None:
-    """Refuse weights whose tensors are not exactly `expected` (``{name: (shape, dtype)}``,
-    :func:`~holoprot.model.config.state_shapes`), reading the file's tensor names and shapes
-    from its safetensors header. So a description asking for huge layers is refused before
-    they are allocated, unless the file really holds tensors of that size."""
-    try:
-        with safe_open(str(weights), framework="numpy") as f:
-            stored = {
-                k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                for k in f.keys()  # noqa: SIM118
-            }
-    except (SafetensorError, OSError) as exc:
-        raise HoloprotError(f"{weights}: unreadable safetensors file ({exc})") from exc
+def _check_tensor_shapes(
+    weights: Path,
+    stored: dict[str, tuple[tuple[int, ...], str]],
+    expected: dict[str, tuple[tuple[int, ...], str]],
+) -> None:
+    """Refuse weights whose tensors (`stored`, from the file's header) are not exactly `expected`
+    (:func:`~holoprot.model.config.state_shapes`), before any tensor is parsed."""
     missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or unexpected:
         raise HoloprotError(

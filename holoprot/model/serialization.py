@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 import holoprot
 from holoprot._util.atomic import atomic_path, new_file_mode
@@ -63,8 +63,8 @@ def load_model_file(
     (:func:`~holoprot.model.description.read_model_files`)."""
     files = read_model_files(path)
     try:
-        state = load_file(str(files.weights), device=str(device))
-    except (SafetensorError, OSError) as exc:
+        state = load(files.data)
+    except SafetensorError as exc:
         raise HoloprotError(f"{files.weights}: unreadable safetensors file ({exc})") from exc
     model = HVAE(files.config, device="meta")  # shapes only, until the file's tensors replace them
     model.load_state_dict(state, strict=True, assign=True)
