@@ -452,6 +452,7 @@ def markdown(
         f" files (the index of the search), {n_train:,} probe-train residues of"
         f" {residues.n_files[1]} files, split `{args.split}`, cache `{args.cache}`; DSSP"
         f" {dssp_version()} ({len(residues.dssp_failed)} file(s) failed).",
+        "",
         f"Machine: {cpu_model()}, {os.cpu_count()} vCPU, torch {torch.__version__},"
         f" {torch.get_num_threads()} thread, load average {load[0]:.1f} at the start and"
         f" {load[1]:.1f} at the end (a training run and other work shared the machine);"
@@ -459,7 +460,9 @@ def markdown(
         " (operands and products rounded to bfloat16 as hardware rounds them, sums in fp32: the"
         " numbers hold for bf16 hardware up to the order of accumulation);"
         f" {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; commit {_commit()}.",
+        "",
         "Command: `" + shlex.join(["python", *sys.argv]) + "`",
+        "",
         "Wall time "
         + f"{sum(timings.values()):.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
