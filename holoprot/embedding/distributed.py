@@ -246,8 +246,7 @@ class Encoder:
         from holoprot.embedding.embedder import Embedder
 
         self.embedder = Embedder(weights, device, batch_size, precision=precision)
-        if self.embedder.device == "cpu":
-            self.embedder.use_threads(threads)
+        self.embedder.use_threads(threads)
         if self.embedder.weights_sha256 != sha256:
             raise HoloprotError(f"weights {weights}: this node holds other weights ({sha256})")
         self.frames = frames
