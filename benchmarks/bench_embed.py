@@ -94,9 +94,6 @@ def child_api(spec_path: str) -> None:
     """Embed the spec's files to its Parquet output as the CLI does; write a JSON result."""
     spec = json.loads(Path(spec_path).read_text())
     start = time.perf_counter()
-    import torch
-
-    torch.set_num_threads(spec["threads"])
     from holoprot._util.allocator import tune_malloc
     from holoprot.embedding.embedder import Embedder
     from holoprot.io.output import ResidueTableWriter
@@ -105,6 +102,7 @@ def child_api(spec_path: str) -> None:
     t_import = time.perf_counter() - start
     tune_malloc()
     embedder = Embedder(spec["weights"], spec["device"], spec["batch_size"])
+    embedder.use_threads(spec["threads"])
     t_model = time.perf_counter() - start - t_import
     schema = embedder.schema(False)
     writer = ResidueTableWriter(spec["output"], schema, schema.metadata)
@@ -116,7 +114,10 @@ def child_api(spec_path: str) -> None:
         writer.write(item)
         residues += item.num_rows
     writer.commit(spec["paths"])
-    if embedder.device.type == "cuda":
+    on_gpu = embedder.device.startswith("cuda")
+    if on_gpu:
+        import torch
+
         torch.cuda.synchronize(embedder.device)
     result = {
         "residues": residues,
@@ -128,7 +129,7 @@ def child_api(spec_path: str) -> None:
         "peak_rss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "device": str(embedder.device),
     }
-    if embedder.device.type == "cuda":
+    if on_gpu:
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(embedder.device) / 1024**2
     Path(spec["result"]).write_text(json.dumps(result))
 
