@@ -22,6 +22,10 @@ from scipy.optimize import curve_fit
 HERE = Path(__file__).parent
 PAPER_COSINE_LOSS = {"hae-z128-bm5": 0.156, "hae-z256": 0.102}  # L = 6 (PAPER-NUMBERS.md)
 PAPER_SAMPLES_M = 20.0  # ~8 epochs of a few million neighbourhoods
+#: Rounds a model needs before a fit is drawn: three points fix the three parameters exactly
+#: and say nothing about where the curve goes (z256's three rounds, one after an annealed
+#: schedule, extrapolated to 0.02 at 100 M samples).
+MIN_FIT_POINTS = 4
 
 
 def power_law(samples_m: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -30,7 +34,8 @@ def power_law(samples_m: np.ndarray, a: float, b: float, c: float) -> np.ndarray
 
 
 def fit_power_law(samples_m: np.ndarray, loss: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares (a, b, c) of :func:`power_law` through the points (≥ 3), c > 0."""
+    """Least-squares (a, b, c) of :func:`power_law` through the points (≥ 3), a ≥ 0 (the
+    cosine loss is never negative), b ≥ 0, c > 0."""
     if len(samples_m) < 3:
         raise ValueError("a power law with an offset needs at least 3 points")
     (a, b, c), _ = curve_fit(
@@ -38,7 +43,7 @@ def fit_power_law(samples_m: np.ndarray, loss: np.ndarray) -> tuple[float, float
         np.asarray(samples_m, float),
         np.asarray(loss, float),
         p0=(float(np.min(loss)) * 0.8, float(np.ptp(loss)) or 0.1, 0.8),
-        bounds=([-np.inf, 0.0, 1e-3], [np.inf, np.inf, 10.0]),
+        bounds=([0.0, 0.0, 1e-3], [np.inf, np.inf, 10.0]),  # a loss is never negative
         maxfev=20000,
     )
     return float(a), float(b), float(c)
@@ -75,7 +80,7 @@ def main() -> None:
             print(f"| {r['round']} | {si:.2f} M | {li:.3f} |")
         fits[model] = {}
         for name, first in (("all rounds", 0), ("rounds after the first", 1)):
-            if len(s) - first < 3:
+            if len(s) - first < MIN_FIT_POINTS:
                 continue
             a, b, c = fit_power_law(s[first:], loss[first:])
             fits[model][name] = (a, b, c)
