@@ -35,7 +35,9 @@ __all__ = [
     "LS_RULES",
     "clebsch_gordan",
     "clebsch_gordan_array",
+    "nonzero_channels",
     "nonzero_path_indices",
+    "nonzero_paths",
     "solve_cg_table",
     "tp_paths",
 ]
@@ -172,3 +174,19 @@ def nonzero_path_indices(paths: dict[int, list[tuple[int, int]]]) -> dict[int, l
         l3: [i for i, (l1, l2) in enumerate(pairs) if l1 != l2 or l3 % 2 == 0]
         for l3, pairs in paths.items()
     }
+
+
+def nonzero_paths(paths: dict[int, list[tuple[int, int]]]) -> dict[int, list[tuple[int, int]]]:
+    """:func:`tp_paths`' result without the identically-zero paths
+    (:func:`nonzero_path_indices`), and without the ``l3`` left with none."""
+    return {
+        l3: [paths[l3][i] for i in indices]
+        for l3, indices in nonzero_path_indices(paths).items()
+        if indices
+    }
+
+
+def nonzero_channels(indices: list[int], mul: int) -> np.ndarray:
+    """Channel indices, in an ``l3`` output's full layout (``mul`` channels per path), of the
+    paths `indices` (:func:`nonzero_path_indices`): int64, ascending."""
+    return (np.asarray(indices, dtype=np.int64)[:, None] * mul + np.arange(mul)).ravel()

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from holoprot.model._tp_cpu import SparseTerms, tensor_product
-from holoprot.model.cg import nonzero_path_indices, tp_paths
+from holoprot.model.cg import nonzero_channels, nonzero_path_indices, nonzero_paths, tp_paths
 from holoprot.model.config import HVAEConfig
 from holoprot.model.description import load_state_arrays, read_model_files
 
@@ -207,8 +207,7 @@ def _fold_block(
             f32(prefix + "batch_norm.bias") - f32(prefix + "batch_norm.running_mean") * scale[0]
         )
     paths = tp_paths(ls_in, range(lmax_out + 1), config.ls_rule)
-    kept = nonzero_path_indices(paths)
-    nonzero = {l3: [paths[l3][i] for i in idx] for l3, idx in kept.items() if idx}
+    kept, nonzero = nonzero_path_indices(paths), nonzero_paths(paths)
     weights: dict[int, np.ndarray | None] = {}
     bias0 = None
     for l in range(lmax_out + 1):
@@ -216,8 +215,8 @@ def _fold_block(
             continue
         w = f32(f"{prefix}linear.weights.{l}")
         if l in nonzero:
-            channels = (np.asarray(kept[l])[:, None] * mul + np.arange(mul)).ravel()
-            weights[l] = np.ascontiguousarray(w[channels] * f32(f"{prefix}signal_norm.weights.{l}"))
+            rows = w[nonzero_channels(kept[l], mul)]
+            weights[l] = np.ascontiguousarray(rows * f32(f"{prefix}signal_norm.weights.{l}"))
         else:
             weights[l] = None
         if l == 0:

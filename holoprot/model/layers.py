@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from holoprot._util.devices import set_numba_threads, use_numba
-from holoprot.model.cg import clebsch_gordan, nonzero_path_indices, tp_paths
+from holoprot.model.cg import (
+    clebsch_gordan,
+    nonzero_channels,
+    nonzero_path_indices,
+    nonzero_paths,
+    tp_paths,
+)
 
 if TYPE_CHECKING:
     from holoprot.model._tp_cpu import SparseTerms
@@ -218,9 +224,7 @@ class TensorProductNonlinearity(nn.Module):
         for l3, indices in kept.items():
             for i in indices:
                 groups.setdefault(self.paths[l3][i], []).append(l3)
-        self.nonzero_paths = {
-            l3: [self.paths[l3][i] for i in indices] for l3, indices in kept.items() if indices
-        }
+        self.nonzero_paths = nonzero_paths(self.paths)
         # ((l1, l2), l3s, buffer name) per group
         self.groups: list[tuple[tuple[int, int], tuple[int, ...], str]] = []
         self._masters: dict[str, Tensor] = {}
@@ -232,8 +236,8 @@ class TensorProductNonlinearity(nn.Module):
             self.register_buffer(name, mat.T.to(torch.get_default_dtype()), persistent=False)
             self.groups.append(((l1, l2), tuple(l3s), name))
         for l3, indices in kept.items():
-            channels = torch.tensor(indices, dtype=torch.int64)[:, None] * mul + torch.arange(mul)
-            self.register_buffer(f"nonzero_channels_{l3}", channels.flatten(), persistent=False)
+            channels = torch.from_numpy(nonzero_channels(indices, mul))
+            self.register_buffer(f"nonzero_channels_{l3}", channels, persistent=False)
 
     @functools.cached_property
     def _terms(self) -> SparseTerms:
