@@ -13,7 +13,6 @@ torch import); on a GPU, or in bf16, the torch model.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from holoprot._util.devices import check_precision, resolve_device_name
 from holoprot.errors import HoloprotError
 from holoprot.io.tables import IDENTITY_SCHEMA, file_metadata, vector_array, vector_field
 from holoprot.model.description import read_model_files
-from holoprot.model.weights import model_files, resolve_weights
+from holoprot.model.weights import resolve_weights
 from holoprot.zernike.basis import ZernikeBasis
 from holoprot.zernike.neighborhoods import Neighborhoods
 from holoprot.zernike.pipeline import (
@@ -71,12 +70,13 @@ def load_model(weights: str | os.PathLike = "default", device: str = "auto") -> 
     Returns (model, info) where info holds ``name``, ``sha256``, ``path`` and the file metadata.
     """
     from holoprot._util.devices import resolve_device
-    from holoprot.model import load_model_file
+    from holoprot.model.serialization import model_from_files
 
     stem = resolve_weights(weights)
-    model, meta = load_model_file(stem, device=resolve_device(device))
-    sha = json.loads(model_files(stem)[1].read_text())["sha256"]  # checked by load_model_file
-    return model, {"name": stem.name, "sha256": sha, "path": str(stem), "metadata": meta}
+    files = read_model_files(stem)
+    model = model_from_files(files, resolve_device(device))
+    info = {"name": stem.name, "sha256": files.info["sha256"], "path": str(stem)}
+    return model, {**info, "metadata": files.metadata}
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,9 @@ class Embedder:
 
             self._cpu_encoder = CPUEncoder(files.config, load_state_arrays(files))
         else:
-            self._model = load_model(self.stem, self.device)[0]
+            from holoprot.model.serialization import model_from_files
+
+            self._model = model_from_files(files, self.device)
         basis = self.metadata.get("basis", {})
         self.basis = ZernikeBasis(
             lmax=basis.get("lmax", 6),

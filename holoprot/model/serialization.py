@@ -19,11 +19,11 @@ import holoprot
 from holoprot._util.atomic import atomic_path, new_file_mode
 from holoprot._util.hashing import seal, sha256_file
 from holoprot.errors import HoloprotError
-from holoprot.model.description import FORMAT, FORMAT_VERSION, read_model_files
+from holoprot.model.description import FORMAT, FORMAT_VERSION, ModelFiles, read_model_files
 from holoprot.model.hvae import HVAE
 from holoprot.model.weights import model_files
 
-__all__ = ["load_model_file", "save_model"]
+__all__ = ["load_model_file", "model_from_files", "save_model"]
 
 
 def save_model(model: HVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -62,11 +62,17 @@ def load_model_file(
     tensors or of the JSON) does not match, or the tensors do not fit the stored config
     (:func:`~holoprot.model.description.read_model_files`)."""
     files = read_model_files(path)
+    return model_from_files(files, device), files.metadata
+
+
+def model_from_files(files: ModelFiles, device: str | torch.device = "cpu") -> HVAE:
+    """The model, in eval mode on `device`, of files already checked by
+    :func:`~holoprot.model.description.read_model_files` (its tensors parsed from the bytes
+    read there)."""
     try:
         state = load(files.data)
     except SafetensorError as exc:
         raise HoloprotError(f"{files.weights}: unreadable safetensors file ({exc})") from exc
     model = HVAE(files.config, device="meta")  # shapes only, until the file's tensors replace them
     model.load_state_dict(state, strict=True, assign=True)
-    model.to(device).eval()
-    return model, files.metadata
+    return model.to(device).eval()
