@@ -8,10 +8,10 @@ Prints the training summary and the metrics as Markdown (the model card's genera
 with timings on stderr. With ``--write`` the metrics go into the weights JSON under
 ``metadata["evaluation"]`` (the JSON is re-written atomically; the .safetensors file is not
 touched, the JSON only holds its sha256), the Markdown replaces the section between
-``<!-- evaluate.py: begin -->`` and ``<!-- evaluate.py: end -->`` of the model card
-(``weights/README.md``, beside this script) when it has these markers, and ``--loss-curve`` (a
-PNG, copied, or a run's metrics.jsonl, plotted) becomes ``weights/<weights name>-loss.png``. Without
-``--write`` nothing is written.
+``<!-- evaluate.py: begin NAME -->`` and ``<!-- evaluate.py: end NAME -->`` of the model card
+(``weights/README.md``, beside this script; NAME the weights' name) when it has these markers,
+and ``--loss-curve`` (a PNG, copied, or a run's metrics.jsonl, plotted) becomes
+``weights/<weights name>-loss.png``. Without ``--write`` nothing is written.
 
 Secondary structure comes from DSSP (``mkdssp``, ``make dssp``). ``--groups`` with a ``set``
 column splits the test figures into the groups held out for the first weights (sets bm5, extra)
@@ -200,19 +200,22 @@ def metrics_markdown(ev: dict) -> str:
     return "\n".join(lines)
 
 
-BEGIN, END = "<!-- evaluate.py: begin -->", "<!-- evaluate.py: end -->"
+def card_markers(name: str) -> tuple[str, str]:
+    """The lines around the generated section of weights `name` in the model card."""
+    return f"<!-- evaluate.py: begin {name} -->", f"<!-- evaluate.py: end {name} -->"
 
 
-def replace_card_section(card: Path, markdown: str) -> bool:
-    """Put `markdown` between the BEGIN and END markers of `card` (atomically); False when the
-    card or its markers are missing."""
+def replace_card_section(card: Path, name: str, markdown: str) -> bool:
+    """Put `markdown` between the :func:`card_markers` of `name` in `card` (atomically); False
+    when the card or those markers are missing."""
     if not card.is_file():
         return False
     text = card.read_text()
-    begin, end = text.find(BEGIN), text.find(END)
+    begin_marker, end_marker = card_markers(name)
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
         return False
-    new = f"{text[: begin + len(BEGIN)]}\n{markdown}\n{text[end:]}"
+    new = f"{text[: begin + len(begin_marker)]}\n{markdown}\n{text[end:]}"
     tmp = card.with_name(f".{card.name}.{os.getpid()}.tmp")
     tmp.write_text(new)
     os.replace(tmp, card)
@@ -272,10 +275,11 @@ def main() -> None:
         write_evaluation(stem, evaluation, args.loss_curve)
         print(f"\nwrote metadata.evaluation to {sidecar}")
         card = MODEL_CARD_DIR / "README.md"
-        if replace_card_section(card, metrics):
-            print(f"wrote the metrics section of {card}")
+        if replace_card_section(card, stem.name, metrics):
+            print(f"wrote the {stem.name} metrics section of {card}")
         else:
-            print(f"{card}: no {BEGIN} … {END} section; paste the metrics above by hand")
+            begin, end = card_markers(stem.name)
+            print(f"{card}: no {begin} … {end} section; paste the metrics above by hand")
 
 
 if __name__ == "__main__":

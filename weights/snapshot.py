@@ -1,83 +1,45 @@
-"""Carry a model in training from one session to the next in the repository, half size.
+"""Float16 copy of trained weights: half the file, the same model to 2^-11 of each weight.
 
-A session's `runs/` folder does not outlive it, and the tracked tree travels to a lent GPU machine
-(64 MiB with the training pack): so a model still in training (the z = 256 rounds) is committed as
-a float16 snapshot (9 MB for 4.5 M parameters) beside its description, and unpacked to float32
-weights before the next round starts from it with `holoprot train --init`. Rounding to float16
-moves a weight by at most 2^-11 of its size, far below what a round of training changes.
+The shipped `hae-z256` weights are such a copy (9 MB for 4.5 M parameters instead of 18 MB: the
+tracked tree travels to a lent GPU machine with the training pack, 64 MiB in all), and so is a
+model still in training carried from one session to the next. The copy is an ordinary holoprot
+weights pair whose description says ``"tensor_dtype": "F16"``; every loader widens it to float32,
+so it serves `--weights` and `holoprot train --init` as it is:
 
-    python weights/snapshot.py pack runs/z256-r1/best.safetensors weights/training/hae-z256
-    python weights/snapshot.py unpack weights/training/hae-z256 runs/z256-init
-    holoprot train ... --init runs/z256-init.safetensors
+    python weights/snapshot.py runs/z256-r5/best.safetensors holoprot/weights_data/hae-z256
+    holoprot train ... --init hae-z256
 
-`pack` writes STEM.f16.safetensors + STEM.json (the weights' description, sealed, with the
-sha256 of the float16 file); `unpack` checks both and writes a loadable float32 pair OUT.*.
+Rounding to float16 moves a weight by at most 2^-11 of its size (above float16's normal range,
+6.1e-5; by at most 3e-8 below it). The copy's metadata is the source's plus ``float16_of``, the
+source file's sha256.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from holoprot._util.hashing import check_seal, seal, sha256_file
-from holoprot.errors import HoloprotError
-from holoprot.model.hvae import HVAE, HVAEConfig
-from holoprot.model.serialization import load_model_file, save_model
+from holoprot.model.description import read_model_files
+from holoprot.model.serialization import model_from_files, save_model
 
 
-def pack(weights: Path, stem: Path) -> Path:
-    """Float16 copy of `weights` (a .safetensors + .json pair) as `stem`.f16.safetensors +
-    `stem`.json; returns the tensors' path."""
-    model, metadata = load_model_file(weights)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    tensors = stem.with_name(stem.name + ".f16.safetensors")
-    tensors.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tensors))
-    record = {
-        "config": model.config.to_dict(),
-        "metadata": metadata,
-        "source_sha256": sha256_file(Path(weights).with_suffix(".safetensors")),
-        "sha256": sha256_file(tensors),
-    }
-    stem.with_name(stem.name + ".json").write_text(json.dumps(seal(record), indent=1) + "\n")
-    return tensors
-
-
-def unpack(stem: Path, out: Path) -> Path:
-    """The float32 weights (`out`.safetensors + `out`.json, loadable by holoprot) of a snapshot
-    that `pack` wrote as `stem`."""
-    tensors = stem.with_name(stem.name + ".f16.safetensors")
-    sidecar = stem.with_name(stem.name + ".json")
-    record = json.loads(sidecar.read_text())
-    check_seal(record, sidecar)
-    if sha256_file(tensors) != record["sha256"]:
-        raise HoloprotError(f"{tensors}: sha256 does not match {sidecar.name}")
-    model = HVAE(HVAEConfig.from_dict(record["config"]))
-    state = load_file(str(tensors))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    metadata = record["metadata"] | {"unpacked_from_float16_of": record["source_sha256"]}
-    return save_model(model.eval(), out, metadata)
+def float16_copy(weights: str | Path, stem: str | Path) -> Path:
+    """Write `stem`.safetensors + `stem`.json, the float16 copy of `weights` (a checked
+    .safetensors + .json pair); returns the new weights path."""
+    files = read_model_files(weights)
+    metadata = {**files.metadata, "float16_of": files.info["sha256"]}
+    return save_model(model_from_files(files), stem, metadata, tensor_dtype="F16")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="float16 snapshot of trained weights")
-    p.add_argument("weights", type=Path)
-    p.add_argument("stem", type=Path)
-    u = sub.add_parser("unpack", help="float32 weights from a snapshot")
-    u.add_argument("stem", type=Path)
-    u.add_argument("out", type=Path)
+    parser.add_argument("weights", type=Path, help="trained weights (.safetensors, .json or stem)")
+    parser.add_argument("stem", type=Path, help="the copy's path without suffix")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.command == "pack":
-        print(pack(args.weights, args.stem))
-    else:
-        print(unpack(args.stem, args.out))
+    print(float16_copy(args.weights, args.stem))
 
 
 if __name__ == "__main__":

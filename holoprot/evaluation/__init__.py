@@ -13,7 +13,7 @@ May import `holoprot.embedding`, `holoprot.model`, `holoprot.training`, `holopro
 """
 
 from holoprot.evaluation.dssp import dssp_states, dssp_version, eight_state, three_state
-from holoprot.evaluation.evaluate import evaluate_weights
+from holoprot.evaluation.evaluate import ProbeSample, draw_sample, evaluate_weights
 from holoprot.evaluation.features import (
     embed_structure,
     encode_latents,
@@ -52,12 +52,14 @@ from holoprot.evaluation.splits import (
 
 __all__ = [
     "OLD_SETS",
+    "ProbeSample",
     "SLICE_TEST",
     "SLICE_TRAIN",
     "STANDARD_AMINO_ACIDS",
     "cosines",
     "dssp_states",
     "dssp_version",
+    "draw_sample",
     "eight_state",
     "embed_structure",
     "encode_latents",

@@ -68,7 +68,7 @@ class _Stopwatch:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Sample:
+class ProbeSample:
     """The evaluated rows of a dataset index, and the source file and residue name of every row.
 
     Attributes:
@@ -89,7 +89,7 @@ def _column(index: pa.Table, name: str) -> np.ndarray:
     return index.column(name).to_numpy(zero_copy_only=False).astype(str)
 
 
-def _draw_sample(
+def draw_sample(
     index: pa.Table,
     split_csv: str | os.PathLike,
     cache_dir: str | os.PathLike,
@@ -97,7 +97,7 @@ def _draw_sample(
     max_test: int | None,
     max_probe_train: int | None,
     seed: int,
-) -> _Sample:
+) -> ProbeSample:
     """Test rows, then probe-train rows, by :func:`sample_rows_by_file` with one generator."""
     split_of = read_split(split_csv)
     sources = _column(index, "source_path")
@@ -113,10 +113,10 @@ def _draw_sample(
     if len(test) == 0 or len(train) == 0:
         raise HoloprotError(f"{split_csv}: no test or no train residues in {cache_dir}")
     masks = subset_masks(ids[test], read_group_sets(groups_csv) if groups_csv else None)
-    return _Sample(test, train, sources, names, masks)
+    return ProbeSample(test, train, sources, names, masks)
 
 
-def _row_counts(sample: _Sample) -> dict:
+def _row_counts(sample: ProbeSample) -> dict:
     return {
         "test": int(len(sample.test)),
         "test_files": int(len(np.unique(sample.sources[sample.test]))),
@@ -219,7 +219,7 @@ def evaluate_weights(
     clock = _Stopwatch(log)
     embedder = Embedder(weights, device=device)
     data = load_dataset(cache_dir)
-    sample = _draw_sample(
+    sample = draw_sample(
         data.index, split_csv, cache_dir, groups_csv, max_test, max_probe_train, seed
     )
     clock.lap("load")
@@ -278,4 +278,4 @@ def evaluate_weights(
     }
 
 
-__all__ = ["evaluate_weights"]
+__all__ = ["ProbeSample", "draw_sample", "evaluate_weights"]

@@ -5,9 +5,13 @@ Layout (written by :func:`holoprot.model.serialization.save_model`)::
 
     {"format": "holoprot-hvae", "format_version": 1, "holoprot_version": "...",
      "config": HVAEConfig.to_dict(), "metadata": {...}, "sha256": "<hex of the .safetensors>",
-     "metadata_sha256": "<hex of the other fields>"}
+     "tensor_dtype": "F16", "metadata_sha256": "<hex of the other fields>"}
 
 The JSON is sealed (:func:`holoprot._util.hashing.seal`): editing any field is refused.
+``tensor_dtype`` (optional, ``F32`` when absent) is the safetensors dtype every tensor is stored
+in: ``F32``, or ``F16`` for a half-size copy (a weight rounded by at most 2^-11 of its size).
+The model computes in float32 either way: :func:`load_state_arrays` and the torch loader widen
+``F16`` tensors on loading.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from holoprot.model.weights import model_files
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "TENSOR_DTYPES",
     "ModelFiles",
     "load_state_arrays",
     "read_model_files",
@@ -37,6 +42,8 @@ __all__ = [
 
 FORMAT = "holoprot-hvae"
 FORMAT_VERSION = 1
+#: The safetensors dtypes a weights file may store its tensors in (``tensor_dtype``).
+TENSOR_DTYPES = ("F32", "F16")
 #: A model description is a few kB; refuse to parse anything far larger.
 MAX_DESCRIPTION_BYTES = 1 << 20
 #: A weights file's safetensors header (tensor names, shapes, offsets) is a few kB too.
@@ -63,7 +70,8 @@ def read_model_files(path: str | Path) -> ModelFiles:
     """Check a model's files (``path``: the ``.safetensors``, the ``.json`` or the stem): both
     present, the description sealed and of this format, the config valid, the weights file no
     larger than its config's tensors and a header, its checksum, and every tensor (name, shape,
-    dtype, from the safetensors header: none is parsed yet) exactly those of the config. The
+    dtype, from the safetensors header: none is parsed yet) exactly those of the config, in the
+    description's ``tensor_dtype``. The
     file is read once; its bytes come back in ``data``. Raises
     :class:`~holoprot.errors.HoloprotError` naming the file and the problem."""
     weights, sidecar = model_files(path)
@@ -88,9 +96,14 @@ def read_model_files(path: str | Path) -> ModelFiles:
     if info.get("format_version") != FORMAT_VERSION:
         raise HoloprotError(f"{sidecar}: unsupported format_version {info.get('format_version')!r}")
     check_seal(info, sidecar)
+    dtype = info.get("tensor_dtype", "F32")
+    if dtype not in TENSOR_DTYPES:
+        raise HoloprotError(
+            f"{sidecar}: tensor_dtype {dtype!r} is none of {', '.join(TENSOR_DTYPES)}"
+        )
     try:
         config = HVAEConfig.from_dict(info["config"])
-        expected = state_shapes(config)
+        expected = {k: (shape, dtype) for k, (shape, _) in state_shapes(config).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise HoloprotError(f"{sidecar}: invalid model config ({exc})") from exc
     size, most = weights.stat().st_size, 8 + MAX_HEADER_BYTES + _file_bytes(expected)
@@ -111,17 +124,18 @@ def read_model_files(path: str | Path) -> ModelFiles:
 
 
 def load_state_arrays(files: ModelFiles) -> dict[str, np.ndarray]:
-    """The tensors of a checked model (:func:`read_model_files`) as NumPy arrays."""
+    """The tensors of a checked model (:func:`read_model_files`) as float32 NumPy arrays."""
     from safetensors.numpy import load
 
     try:
-        return load(files.data)
+        state = load(files.data)
     except SafetensorError as exc:
         raise HoloprotError(f"{files.weights}: unreadable safetensors file ({exc})") from exc
+    return {k: v.astype(np.float32, copy=False) for k, v in state.items()}
 
 
 def _file_bytes(expected: dict[str, tuple[tuple[int, ...], str]]) -> int:
-    """Bytes of the tensors `expected` (float32, 4 bytes an entry) without the header."""
+    """Bytes of the tensors `expected` at most (4 bytes an entry, float32's) without the header."""
     return sum(4 * math.prod(shape) for shape, _ in expected.values())
 
 
