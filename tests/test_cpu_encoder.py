@@ -2,9 +2,12 @@
 
 Tolerances (float32 both sides): against the authors' reference outputs the same 1e-4 of the
 largest value as tests/test_model_reference.py; against our torch encoder 1e-5 of each residue's
-latent norm (and 1e-5 absolute on the unit frame rows). The two sum in different orders (the
-batch norm folded into a scale and shift, other GEMM blockings); observed 2e-7 to 3e-6. A
-wrong fold, weight row or path order moves latents by 1e-2 to 1.
+latent norm and 1e-4 absolute on the unit frame rows. The two sum in different orders (the
+batch norm folded into a scale and shift, other GEMM blockings); observed 2e-7 to 3e-6 on the
+latents. Gram-Schmidt divides by the sine of the angle between the two learned vectors, so a
+residue whose vectors are nearly parallel (random weights make some) magnifies that: observed up
+to 1.02e-5 on a frame row. A wrong fold, weight row or path order moves latents and frames by 1e-2
+to 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "structures" / "1hvr.pdb"
 RTOL_REFERENCE = 1e-4
 RTOL_TORCH = 1e-5
+ATOL_FRAME = 1e-4
 
 
 def numpy_state(model: HVAE) -> dict[str, np.ndarray]:
@@ -48,7 +52,7 @@ def assert_close(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.
     assert z.dtype == frame.dtype == np.float32
     latent_err = np.linalg.norm(z - z_ref, axis=1) / np.linalg.norm(z_ref, axis=1)
     assert latent_err.max() <= RTOL_TORCH, latent_err.max()
-    assert np.abs(frame - frame_ref).max() <= RTOL_TORCH
+    assert np.abs(frame - frame_ref).max() <= ATOL_FRAME
 
 
 @pytest.mark.parametrize("variant", ["ae", "vae", "full"])
@@ -63,16 +67,17 @@ def test_matches_the_authors_reference(variant: str) -> None:
             assert np.abs(value - want).max() / np.abs(want).max() <= RTOL_REFERENCE, name
 
 
-def test_equals_the_torch_encoder_on_the_shipped_weights() -> None:
+@pytest.mark.parametrize("weights", ["default", "hae-z256"])
+def test_equals_the_torch_encoder_on_the_shipped_weights(weights: str) -> None:
     from holoprot.embedding.embedder import Embedder, load_model
     from holoprot.io.structure import read_structure
     from holoprot.zernike.neighborhoods import extract_neighborhoods
 
-    embedder = Embedder("default", "cpu")
+    embedder = Embedder(weights, "cpu")
     nbh = extract_neighborhoods(read_structure(EXAMPLE), radius=embedder.radius)
     x = embedder.basis.coefficients(nbh)
-    model, _ = load_model("default", "cpu")
-    got = CPUEncoder.load(resolve_weights("default"))[0].encode(x)
+    model, _ = load_model(weights, "cpu")
+    got = CPUEncoder.load(resolve_weights(weights))[0].encode(x)
     assert_close(got, torch_encode(model, x))
     emb = embedder.embed_coefficients(x)  # the Embedder's CPU path is this encoder
     assert np.array_equal(emb.latent, got[0]) and np.array_equal(emb.frame, got[1])
