@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cpu_encoder import assert_close, torch_encode
 
+from holoprot._util.hashing import seal
 from holoprot.errors import HoloprotError
 from holoprot.model import HVAE, HVAEConfig, load_model_file, save_model
 from holoprot.model.cpu_encoder import CPUEncoder
@@ -55,10 +57,7 @@ def test_float16_copy_within_rounding_and_loaded_as_float32(trained: Path, tmp_p
     arrays = load_state_arrays(read_model_files(copy))
     assert all(v.dtype == np.float32 for v in arrays.values())
     x = np.random.default_rng(0).normal(size=(5, 1708)).astype(np.float32)
-    cpu_latent, _ = CPUEncoder.load(copy)[0].encode(x)
-    with torch.no_grad():
-        torch_latent = model.encode(torch.from_numpy(x))[0].numpy()
-    np.testing.assert_allclose(cpu_latent, torch_latent, rtol=1e-5, atol=1e-5)
+    assert_close(CPUEncoder.load(copy)[0].encode(x), torch_encode(model, x))
 
 
 def test_float16_weights_must_say_so(trained: Path, tmp_path: Path) -> None:
@@ -71,8 +70,6 @@ def test_float16_weights_must_say_so(trained: Path, tmp_path: Path) -> None:
         read_model_files(copy)
     # float32 tensors under a description that says F16 (a consistent, sealed pair of the wrong
     # kind): refused by the header check
-    from holoprot._util.hashing import seal
-
     info = json.loads(trained.with_suffix(".json").read_text())
     info.pop("metadata_sha256")
     (tmp_path / "w.json").write_text(json.dumps(seal({**info, "tensor_dtype": "F16"})))
